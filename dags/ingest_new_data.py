@@ -1,0 +1,84 @@
+"""
+### Ingest new data
+
+Takes new files from S3 `landing/` in, validated, and hands them to training.
+
+1. **wait_for_new_data**: a deferrable sensor lists `landing/` and the ingest manifest in the
+   triggerer and fires only for object versions (key + ETag) that were never ingested or quarantined.
+   Nothing new within the hour: the run is *skipped*, not failed.
+2. **ingest_batch** (one mapped task per object, named by its key): claims the object in the manifest
+   (a conditional write: two runs never ingest the same object), reads CSV or Parquet, validates it
+   with the versioned Great Expectations suite, then
+   - valid: writes Parquet to `curated/batch_id=…/` and emits an event on the `curated_batches`
+     Asset (`extra`: batch id, rows, URI), which schedules `train_and_deploy`;
+   - a few bad rows (within `CT_BAD_ROW_BUDGET`): those rows go to `quarantine/…/rows.parquet`
+     with a report, the rest is curated;
+   - invalid or unreadable: the object is copied to `quarantine/<batch_id>/` with `report.json`,
+     and the task fails (no retry) with a one-line reason naming the object and where it went.
+
+`landing/` is never modified or deleted. Settings: `include/continuous_training/config.py`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import dag, task
+
+from include.continuous_training.assets import curated_batches_asset
+from include.continuous_training.config import load_settings
+from include.continuous_training.sensors import NewLandingObjectsSensor
+
+SETTINGS = load_settings()
+CURATED_BATCHES = curated_batches_asset(SETTINGS)
+
+
+@dag(
+    dag_id="ingest_new_data",
+    doc_md=__doc__,
+    schedule="@hourly",
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["continuous-training", "ingest"],
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "retry_exponential_backoff": True,
+    },
+)
+def ingest_new_data() -> None:
+    wait_for_new_data = NewLandingObjectsSensor(
+        task_id="wait_for_new_data",
+        aws_conn_id=SETTINGS.aws_conn_id,
+        poke_interval=SETTINGS.sensor_poke_seconds,
+        timeout=SETTINGS.sensor_timeout_seconds,
+        deferrable=True,
+    )
+
+    @task(outlets=[CURATED_BATCHES], map_index_template="{{ landing_key }}", execution_timeout=timedelta(minutes=30))
+    def ingest_batch(landing_object: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
+        from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+        from include.continuous_training.ingestion import AlreadyClaimed, BatchQuarantined, ingest_object
+        from include.continuous_training.storage import ObjectRef, s3_client_from_connection
+
+        ref = ObjectRef.from_dict(landing_object)
+        get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
+        try:
+            result = ingest_object(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, ref, context["run_id"])
+        except BatchQuarantined as quarantined:  # retrying cannot make bad data good
+            raise AirflowFailException(str(quarantined)) from None
+        except AlreadyClaimed as claimed:
+            raise AirflowSkipException(str(claimed)) from None
+        context["outlet_events"][CURATED_BATCHES].extra = result.asset_extra()
+        return result.as_dict()
+
+    ingest_batch.expand(landing_object=wait_for_new_data.output)
+
+
+ingest_new_data()

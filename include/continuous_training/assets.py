@@ -1,0 +1,15 @@
+"""Airflow Assets shared between DAGs (the producer and the consumers must use the same object)."""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+from include.continuous_training.config import Settings
+
+
+def curated_batches_asset(settings: Settings) -> Asset:
+    """Updated by ``ingest_new_data`` once per curated batch; ``train_and_deploy`` schedules on it.
+
+    Each event's ``extra`` carries ``batch_id``, ``rows``, ``bad_rows``, ``uri`` and ``source_key``.
+    """
+    return Asset(name="curated_batches", uri=settings.s3_uri(settings.curated_prefix))

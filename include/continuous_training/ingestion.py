@@ -1,0 +1,314 @@
+"""Take new landing objects in: claim, read, validate, then curate or quarantine.
+
+The manifest lives in S3 under ``manifest_prefix`` as one small JSON object per landing object
+version, keyed by a hash of (key, ETag):
+
+- ``claims/<entry>.json``: written with ``If-None-Match: *`` before an object is processed, so two
+  runs can never both win the same object. A claim older than ``claim_timeout`` (its run died) may
+  be taken over, again with a conditional write only one run can win.
+- ``done/<entry>.json``: the outcome (``ingested`` or ``quarantined``), with the curated URI or the
+  quarantine report URI, row counts and the suite version.
+
+An object with a ``done`` entry, or a live claim, is never offered again. A landing object that is
+overwritten gets a new ETag and so counts as a new version. Nothing under ``landing/`` is ever
+modified or deleted: quarantine is a server-side copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Literal
+
+from include.continuous_training.config import Settings
+from include.continuous_training.storage import (
+    ObjectRef,
+    PreconditionFailed,
+    S3Client,
+    copy_object,
+    get_json,
+    list_objects,
+    put_bytes,
+    put_json,
+    read_object,
+    safe_key_part,
+)
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+Status = Literal["ingested", "quarantined"]
+CLAIM_TIMEOUT = timedelta(hours=2)
+
+
+class BatchQuarantined(Exception):
+    """The object (or too many of its rows) failed validation and was quarantined."""
+
+
+class AlreadyClaimed(Exception):
+    """Another live run holds the claim on this object."""
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """The outcome of one landing object, as recorded in its ``done`` manifest entry."""
+
+    batch_id: str
+    source: ObjectRef
+    status: Status
+    rows: int
+    good_rows: int
+    bad_rows: int
+    curated_uri: str | None
+    report_uri: str | None
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**vars(self), "source": self.source.as_dict()}
+
+    def asset_extra(self) -> dict[str, Any]:
+        """What the curated-batches Asset event carries to the training DAG."""
+        return {
+            "batch_id": self.batch_id,
+            "rows": self.good_rows,
+            "bad_rows": self.bad_rows,
+            "uri": self.curated_uri,
+            "source_key": self.source.key,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> IngestResult:
+        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k != "source"}
+        return cls(source=ObjectRef.from_dict(raw["source"]), **fields)
+
+
+def batch_id_for(ref: ObjectRef) -> str:
+    """Stable id of one landing object version: the same key and ETag always give the same id."""
+    return hashlib.sha256(f"{ref.key}\0{ref.etag}".encode()).hexdigest()[:24]
+
+
+def claim_key(settings: Settings, batch_id: str) -> str:
+    return f"{settings.manifest_prefix}claims/{batch_id}.json"
+
+
+def done_key(settings: Settings, batch_id: str) -> str:
+    return f"{settings.manifest_prefix}done/{batch_id}.json"
+
+
+def _entry_ids(client: S3Client, settings: Settings, kind: str) -> dict[str, datetime]:
+    """Manifest entries of one kind with their last-modified times (a listing, no reads)."""
+    prefix = f"{settings.manifest_prefix}{kind}/"
+    paginator = client.get_paginator("list_objects_v2")
+    entries: dict[str, datetime] = {}
+    for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            name = item["Key"][len(prefix) :]
+            if name.endswith(".json"):
+                entries[name[: -len(".json")]] = item["LastModified"]
+    return entries
+
+
+def find_new_objects(
+    client: S3Client,
+    settings: Settings,
+    limit: int | None = None,
+    now: datetime | None = None,
+    claim_timeout: timedelta = CLAIM_TIMEOUT,
+) -> list[ObjectRef]:
+    """Landing objects with no ``done`` entry and no live claim, oldest key first.
+
+    Costs three paginated listings and no object reads, so the sensor's trigger can call it often.
+    """
+    now = now or datetime.now(UTC)
+    done = _entry_ids(client, settings, "done")
+    claims = _entry_ids(client, settings, "claims")
+    fresh: list[ObjectRef] = []
+    for ref in list_objects(client, settings.s3_bucket, settings.landing_prefix):
+        batch_id = batch_id_for(ref)
+        if batch_id in done:
+            continue
+        claimed_at = claims.get(batch_id)
+        if claimed_at is not None and now - claimed_at < claim_timeout:
+            continue
+        fresh.append(ref)
+    fresh.sort(key=lambda r: r.key)
+    return fresh[:limit] if limit is not None else fresh
+
+
+def claim_object(
+    client: S3Client,
+    settings: Settings,
+    ref: ObjectRef,
+    run_id: str,
+    claim_timeout: timedelta = CLAIM_TIMEOUT,
+) -> None:
+    """Claim ``ref`` for ``run_id``; a retry of the same run keeps its claim.
+
+    Raises :class:`AlreadyClaimed` when another run holds a live claim.
+    """
+    batch_id = batch_id_for(ref)
+    key = claim_key(settings, batch_id)
+    body = {"batch_id": batch_id, "source": ref.as_dict(), "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()}
+    try:
+        put_json(client, settings.s3_bucket, key, body, only_if_absent=True)
+        return
+    except PreconditionFailed:
+        pass
+    head = client.head_object(Bucket=settings.s3_bucket, Key=key)
+    current = get_json(client, settings.s3_bucket, key) or {}
+    if current.get("run_id") == run_id:
+        return
+    age = datetime.now(UTC) - head["LastModified"]
+    if age < claim_timeout:
+        raise AlreadyClaimed(f"{ref.key}: claimed by run {current.get('run_id')!r} {age.total_seconds():.0f}s ago")
+    # Take over a stale claim; If-Match on the claim's ETag lets only one run win the takeover.
+    try:
+        client.put_object(
+            Bucket=settings.s3_bucket,
+            Key=key,
+            Body=json.dumps(body, indent=2, sort_keys=True).encode(),
+            ContentType="application/json",
+            IfMatch=head["ETag"],
+        )
+    except Exception as error:  # PreconditionFailed from botocore: someone else took it first
+        raise AlreadyClaimed(f"{ref.key}: another run took over the stale claim first") from error
+    log.warning("%s: took over a stale claim of run %s", ref.key, current.get("run_id"))
+
+
+def recorded_result(client: S3Client, settings: Settings, ref: ObjectRef) -> IngestResult | None:
+    """The outcome already recorded for ``ref``, if any (makes re-runs idempotent)."""
+    raw = get_json(client, settings.s3_bucket, done_key(settings, batch_id_for(ref)))
+    return IngestResult.from_dict(raw) if raw else None
+
+
+def read_manifest(client: S3Client, settings: Settings) -> list[IngestResult]:
+    """Every recorded outcome (for people, the demo summary and the training DAG)."""
+    results = []
+    for ref in list_objects(client, settings.s3_bucket, f"{settings.manifest_prefix}done/"):
+        raw = get_json(client, settings.s3_bucket, ref.key)
+        if raw:
+            results.append(IngestResult.from_dict(raw))
+    return sorted(results, key=lambda r: r.source.key)
+
+
+def ingest_object(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) -> IngestResult:
+    """Claim, validate and curate (or quarantine) one landing object version.
+
+    Returns the :class:`IngestResult` for an ingested batch. Raises :class:`BatchQuarantined`
+    (with a one-line reason naming the object and where it went) when the batch was quarantined,
+    and :class:`AlreadyClaimed` when another run is processing it. Re-running for an object that
+    already has an outcome returns (or raises) that same outcome without writing anything.
+    """
+    previous = recorded_result(client, settings, ref)
+    if previous is None:
+        claim_object(client, settings, ref, run_id)
+        previous = recorded_result(client, settings, ref)  # a run may have finished it meanwhile
+    result = previous or _process(client, settings, ref, run_id)
+    if result.status == "quarantined":
+        raise BatchQuarantined(result.reason)
+    return result
+
+
+def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) -> IngestResult:
+    from include.continuous_training.validation import UnreadableBatchError, read_batch, validate_batch
+
+    batch_id = batch_id_for(ref)
+    base = {"batch_id": batch_id, "source": ref.as_dict(), "dag_run_id": run_id, "checked_at": datetime.now(UTC).isoformat()}
+    if ref.size > settings.max_batch_bytes:
+        reason = f"object is {ref.size} bytes, over the {settings.max_batch_bytes}-byte limit (CT_MAX_BATCH_BYTES); not read"
+        return _quarantine_batch(client, settings, ref, {**base, "reason": reason, "rows": None}, rows=0)
+    data = read_object(client, settings.s3_bucket, ref)
+    try:
+        frame = read_batch(data, ref.key, settings)
+    except UnreadableBatchError as error:
+        return _quarantine_batch(client, settings, ref, {**base, "reason": f"unreadable: {error}", "rows": None}, rows=0)
+    del data
+    outcome = validate_batch(frame, settings)
+    report = {**base, **outcome.as_report(), "example_rows": _examples(frame, outcome.bad_row_index)}
+    if outcome.batch_rejected:
+        return _quarantine_batch(client, settings, ref, report, rows=outcome.rows)
+
+    good = frame.drop(index=frame.index[outcome.bad_row_index]) if outcome.bad_row_index else frame
+    report_uri = None
+    if outcome.bad_row_index:
+        bad = frame.iloc[outcome.bad_row_index]
+        rows_key = f"{_quarantine_dir(settings, ref)}rows.parquet"
+        put_bytes(client, settings.s3_bucket, rows_key, _parquet(bad))
+        report_key = f"{_quarantine_dir(settings, ref)}report.json"
+        report.update(verdict="ingested_with_rows_quarantined", quarantined_rows_uri=settings.s3_uri(rows_key))
+        put_json(client, settings.s3_bucket, report_key, report)
+        report_uri = settings.s3_uri(report_key)
+    curated_key = f"{settings.curated_prefix}batch_id={batch_id}/data.parquet"
+    put_bytes(client, settings.s3_bucket, curated_key, _parquet(good))
+    result = IngestResult(
+        batch_id=batch_id,
+        source=ref,
+        status="ingested",
+        rows=outcome.rows,
+        good_rows=len(good),
+        bad_rows=len(outcome.bad_row_index),
+        curated_uri=settings.s3_uri(curated_key),
+        report_uri=report_uri,
+        reason=outcome.reason,
+    )
+    _record(client, settings, result, outcome.suite.version)
+    return result
+
+
+def _quarantine_dir(settings: Settings, ref: ObjectRef) -> str:
+    return f"{settings.quarantine_prefix}{batch_id_for(ref)}/"
+
+
+def _quarantine_batch(
+    client: S3Client, settings: Settings, ref: ObjectRef, report: dict[str, Any], rows: int
+) -> IngestResult:
+    """Copy the whole object to quarantine with a report; landing stays as it was."""
+    folder = _quarantine_dir(settings, ref)
+    object_key = folder + safe_key_part(ref.key.rsplit("/", 1)[-1])
+    report_key = folder + "report.json"
+    copy_object(client, settings.s3_bucket, ref, object_key)
+    reason = (
+        f"{ref.key}: {report['reason']}; copied to {settings.s3_uri(object_key)}, "
+        f"report {settings.s3_uri(report_key)}; landing untouched, nothing curated"
+    )
+    report.update(verdict="quarantined", quarantined_object_uri=settings.s3_uri(object_key), summary=reason)
+    put_json(client, settings.s3_bucket, report_key, report)
+    result = IngestResult(
+        batch_id=batch_id_for(ref),
+        source=ref,
+        status="quarantined",
+        rows=rows,
+        good_rows=0,
+        bad_rows=rows,
+        curated_uri=None,
+        report_uri=settings.s3_uri(report_key),
+        reason=reason,
+    )
+    suite_version = report.get("suite", {}).get("version") if isinstance(report.get("suite"), dict) else None
+    _record(client, settings, result, suite_version)
+    return result
+
+
+def _record(client: S3Client, settings: Settings, result: IngestResult, suite_version: str | None) -> None:
+    entry = {**result.as_dict(), "suite_version": suite_version, "recorded_at": datetime.now(UTC).isoformat()}
+    put_json(client, settings.s3_bucket, done_key(settings, result.batch_id), entry)
+
+
+def _parquet(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def _examples(frame: pd.DataFrame, bad_index: Iterable[int]) -> list[dict[str, Any]]:
+    """A few rows for the report: failing rows when known, else the first rows."""
+    index = list(bad_index)[:5]
+    sample = frame.iloc[index] if index else frame.head(5)
+    return list(json.loads(sample.to_json(orient="records", date_format="iso", default_handler=str)))

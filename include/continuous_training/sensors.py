@@ -1,0 +1,133 @@
+"""A deferrable sensor that waits for landing objects that have not been ingested yet.
+
+Why not the amazon provider's ``S3KeySensor``: with a wildcard it fires as soon as *any* object
+exists under ``landing/``, and since raw files are never deleted it would fire on every run. Its
+``check_fn`` variant HEADs every landing object on every poke and wakes a worker each time. This
+trigger compares one listing of ``landing/`` with the manifest's listings in the triggerer (no object
+reads, no worker slot) and fires only when an un-ingested object version exists.
+
+The triggerer needs ``include/`` importable (the project root on ``PYTHONPATH``), as every worker does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk.exceptions import AirflowSkipException
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+MAX_OBJECTS_PER_RUN = 100
+
+
+def _find_new(aws_conn_id: str, limit: int) -> list[dict[str, Any]]:
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.ingestion import find_new_objects
+    from include.continuous_training.storage import s3_client_from_connection
+
+    settings = load_settings()
+    client = s3_client_from_connection(aws_conn_id)
+    return [ref.as_dict() for ref in find_new_objects(client, settings, limit=limit)]
+
+
+class NewLandingObjectsTrigger(BaseTrigger):
+    """Lists landing and the manifest every ``poke_interval`` seconds until something is new."""
+
+    def __init__(self, aws_conn_id: str, poke_interval: float, deadline: float, limit: int = MAX_OBJECTS_PER_RUN):
+        super().__init__()
+        self.aws_conn_id = aws_conn_id
+        self.poke_interval = poke_interval
+        self.deadline = deadline
+        self.limit = limit
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "aws_conn_id": self.aws_conn_id,
+                "poke_interval": self.poke_interval,
+                "deadline": self.deadline,
+                "limit": self.limit,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        find = sync_to_async(_find_new, thread_sensitive=False)
+        while True:
+            try:
+                objects = await find(self.aws_conn_id, self.limit)
+            except Exception as error:  # surface S3 errors to the task instead of looping silently
+                yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
+                return
+            if objects:
+                yield TriggerEvent({"status": "found", "objects": objects})
+                return
+            if time.time() >= self.deadline:
+                yield TriggerEvent({"status": "timeout"})
+                return
+            self.log.info("No new landing objects; next look in %.0fs", self.poke_interval)
+            await asyncio.sleep(min(self.poke_interval, max(self.deadline - time.time(), 0.0)))
+
+
+class NewLandingObjectsSensor(BaseSensorOperator):
+    """Wait for landing objects with no manifest entry; return them (``ObjectRef`` dicts) via XCom.
+
+    No new data before ``timeout`` → the task is *skipped* (not failed): an hour without new files
+    is normal. Deferrable by default; ``deferrable=False`` pokes in the worker instead.
+    """
+
+    template_fields: Sequence[str] = ("aws_conn_id",)
+    ui_color = "#e3f2fd"
+
+    def __init__(self, *, aws_conn_id: str, limit: int = MAX_OBJECTS_PER_RUN, deferrable: bool = True, **kwargs: Any):
+        kwargs.setdefault("soft_fail", True)
+        super().__init__(**kwargs)
+        self.aws_conn_id = aws_conn_id
+        self.limit = limit
+        self.deferrable = deferrable
+
+    def poke(self, context: Context) -> PokeReturnValue:
+        objects = _find_new(self.aws_conn_id, self.limit)
+        if objects:
+            self.log.info("%d new landing object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
+        return PokeReturnValue(is_done=bool(objects), xcom_value=objects)
+
+    def execute(self, context: Context) -> Any:
+        if not self.deferrable:
+            return super().execute(context)
+        found = self.poke(context)
+        if found.is_done:
+            return found.xcom_value
+        self.defer(
+            trigger=NewLandingObjectsTrigger(
+                aws_conn_id=self.aws_conn_id,
+                poke_interval=float(self.poke_interval),
+                deadline=time.time() + float(self.timeout),
+                limit=self.limit,
+            ),
+            method_name="execute_complete",
+            # Safety net only: the trigger ends itself at the deadline with a "timeout" event.
+            timeout=timedelta(seconds=float(self.timeout) + 300),
+        )
+        return None
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> list[dict[str, Any]]:
+        status = event.get("status")
+        if status == "found":
+            objects: list[dict[str, Any]] = event["objects"]
+            self.log.info("%d new landing object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
+            return objects
+        if status == "timeout":
+            message = f"no new landing objects within {float(self.timeout):.0f}s; skipping this run"
+            self.log.info(message)
+            raise AirflowSkipException(message)
+        raise RuntimeError(f"new-data trigger failed: {event.get('message')}")

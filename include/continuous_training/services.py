@@ -1,0 +1,345 @@
+"""Real local services on loopback: an S3-compatible server and an MLflow tracking server.
+
+The same launcher serves developers (``python -m include.continuous_training.services up``), the
+pytest fixtures and the demo, so tests talk to real servers over real sockets.
+
+- ``moto_server`` on a free 127.0.0.1 port, with the project bucket created.
+- ``mlflow server`` on a free 127.0.0.1 port: SQLite backend store in the state directory, artifacts
+  proxied into ``s3://<bucket>/mlflow`` on the S3 server (never on local disk).
+
+``up`` writes ``<state-dir>/state.json`` (pids, ports) and ``<state-dir>/env.sh`` (the environment
+that points this project, MLflow clients and Airflow's ``aws_ct`` connection at the services).
+``down`` stops every process group it started and leaves none behind.
+
+The S3 credentials are moto's placeholders (``test``/``test``), not secrets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+from include.continuous_training.config import Settings, load_settings
+
+LOOPBACK = "127.0.0.1"
+PLACEHOLDER_KEY = "test"  # moto accepts any credentials; these are not secrets
+REGION = "us-east-1"
+DEFAULT_STATE_DIR = Path(".services")
+
+
+class ServiceError(RuntimeError):
+    """A local service failed to start or to answer its health check."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def http_ok(url: str, timeout: float = 2.0) -> bool:
+    """True when ``url`` answers with a 2xx status."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (loopback URL we built)
+            return 200 <= int(response.status) < 300
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _bin(name: str) -> str:
+    """A console script from the interpreter's own environment (the venv), falling back to PATH."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    pid: int
+    port: int
+    url: str
+    health_url: str
+    log_path: str
+
+
+@dataclass
+class LocalServices:
+    """Start, health-check and stop the loopback services. Usable as a context manager."""
+
+    state_dir: Path = DEFAULT_STATE_DIR
+    settings: Settings = field(default_factory=load_settings)
+    startup_timeout: float = 90.0
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.state_dir / "env.sh"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> LocalServices:
+        self.state_dir = self.state_dir.resolve()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.state_file.exists():
+            existing = self.load_state()
+            if all(http_ok(p.health_url) for p in existing.values()):
+                self.processes = existing
+                return self
+            self.processes = existing
+            self.stop()
+        try:
+            s3 = self._start_s3()
+            self.processes["s3"] = s3
+            self._save_state()
+            self._create_bucket(s3.url)
+            self.processes["mlflow"] = self._start_mlflow(s3.url)
+            self._save_state()
+        except BaseException:
+            self.stop()
+            raise
+        self.env_file.write_text(
+            "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items())
+        )
+        return self
+
+    def stop(self) -> None:
+        """Terminate every started process group; SIGKILL what ignores SIGTERM for 10 s."""
+        procs = self.processes or (self.load_state() if self.state_file.exists() else {})
+        for proc in procs.values():
+            _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for proc in procs.values():
+            while _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if _group_alive(proc.pid):
+                _signal_group(proc.pid, signal.SIGKILL)
+        for proc in procs.values():
+            _reap(proc.pid)
+        self.processes = {}
+        self.state_file.unlink(missing_ok=True)
+        self.env_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> LocalServices:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- state -------------------------------------------------------------------------------
+    def load_state(self) -> dict[str, ServiceProcess]:
+        raw = json.loads(self.state_file.read_text())
+        return {name: ServiceProcess(**value) for name, value in raw["processes"].items()}
+
+    def _save_state(self) -> None:
+        payload = {"processes": {name: vars(proc) for name, proc in self.processes.items()}}
+        self.state_file.write_text(json.dumps(payload, indent=2))
+
+    def status(self) -> dict[str, bool]:
+        procs = self.processes or (self.load_state() if self.state_file.exists() else {})
+        return {name: http_ok(proc.health_url) for name, proc in procs.items()}
+
+    def env(self) -> dict[str, str]:
+        """Environment that points this project, MLflow and Airflow at the running services."""
+        s3_url = self.processes["s3"].url
+        connection = {
+            "conn_type": "aws",
+            "login": PLACEHOLDER_KEY,
+            "password": PLACEHOLDER_KEY,
+            "extra": {"endpoint_url": s3_url, "region_name": REGION},
+        }
+        env = {
+            "CT_S3_BUCKET": self.settings.s3_bucket,
+            "CT_S3_ENDPOINT_URL": s3_url,
+            "AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY,
+            "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "MLFLOW_S3_ENDPOINT_URL": s3_url,
+            f"AIRFLOW_CONN_{self.settings.aws_conn_id.upper()}": json.dumps(connection),
+        }
+        if "mlflow" in self.processes:
+            env["MLFLOW_TRACKING_URI"] = self.processes["mlflow"].url
+        return env
+
+    # -- individual services -----------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str], port: int, health_path: str, env: Mapping[str, str]) -> ServiceProcess:
+        log_path = self.state_dir / f"{name}.log"
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(  # noqa: S603 (argv built from our own settings)
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+                cwd=self.state_dir,
+                start_new_session=True,  # own process group: `down` kills workers too
+            )
+        url = f"http://{LOOPBACK}:{port}"
+        proc = ServiceProcess(name, process.pid, port, url, url + health_path, str(log_path))
+        deadline = time.monotonic() + self.startup_timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                raise ServiceError(f"{name} exited with {process.returncode} during start-up; log tail:\n{tail}")
+            if http_ok(proc.health_url):
+                return proc
+            time.sleep(0.25)
+        _signal_group(process.pid, signal.SIGKILL)
+        raise ServiceError(f"{name} did not become healthy on {proc.health_url} in {self.startup_timeout:.0f}s")
+
+    def _base_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        venv_bin = str(Path(sys.executable).parent)
+        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+        return env
+
+    def _start_s3(self) -> ServiceProcess:
+        port = free_port()
+        argv = [_bin("moto_server"), "-H", LOOPBACK, "-p", str(port)]
+        return self._spawn("s3", argv, port, "/moto-api/", self._base_env())
+
+    def _create_bucket(self, s3_url: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            aws_access_key_id=PLACEHOLDER_KEY,
+            aws_secret_access_key=PLACEHOLDER_KEY,
+            region_name=REGION,
+        )
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if self.settings.s3_bucket not in existing:
+            client.create_bucket(Bucket=self.settings.s3_bucket)
+
+    def _start_mlflow(self, s3_url: str) -> ServiceProcess:
+        port = free_port()
+        env = self._base_env()
+        env.update(
+            MLFLOW_S3_ENDPOINT_URL=s3_url,
+            AWS_ACCESS_KEY_ID=PLACEHOLDER_KEY,
+            AWS_SECRET_ACCESS_KEY=PLACEHOLDER_KEY,
+            AWS_DEFAULT_REGION=REGION,
+        )
+        argv = [
+            _bin("mlflow"),
+            "server",
+            "--host",
+            LOOPBACK,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{self.state_dir / 'mlflow.db'}",
+            "--artifacts-destination",
+            f"s3://{self.settings.s3_bucket}/mlflow",
+        ]
+        return self._spawn("mlflow", argv, port, "/health", env)
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # A zombie leader still "exists" for killpg; treat a reaped-able leader with no members as gone.
+    return not _is_zombie(pid) or _has_members(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def _has_members(pgid: int) -> bool:
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == pgid:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
+@contextmanager
+def running_services(state_dir: Path, settings: Settings | None = None) -> Iterator[LocalServices]:
+    """Start the services for the duration of a ``with`` block (used by pytest fixtures)."""
+    services = LocalServices(state_dir=state_dir, settings=settings or load_settings())
+    with services:
+        yield services
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.continuous_training.services", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    args = parser.parse_args(argv)
+    services = LocalServices(state_dir=args.state_dir)
+    if args.command == "up":
+        services.start()
+        for name, proc in services.processes.items():
+            print(f"{name:7s} {proc.url}  (pid {proc.pid}, log {proc.log_path})")
+        print(f"environment: source {services.env_file}")
+        return 0
+    if args.command == "down":
+        services.stop()
+        print("stopped")
+        return 0
+    if not services.state_file.exists():
+        print("not running")
+        return 1
+    services.processes = services.load_state()
+    if args.command == "env":
+        print(services.env_file.read_text(), end="")
+        return 0
+    health = services.status()
+    for name, ok in health.items():
+        print(f"{name:7s} {'healthy' if ok else 'DOWN'}  {services.processes[name].url}")
+    return 0 if all(health.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

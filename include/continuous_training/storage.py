@@ -1,0 +1,151 @@
+"""S3 access shared by every stage: listing, reading a known version, writing, copying.
+
+Functions take a boto3 S3 client so the same code runs inside Airflow (client from the ``aws_ct``
+connection, see :func:`s3_client_from_connection`) and outside it (:func:`s3_client`).
+
+Writes are single ``PutObject`` calls: S3 makes an object visible only once it is complete, so no
+reader ever sees a partial object. Reads of landing objects pass the ETag they were listed with
+(``IfMatch``), so a file overwritten between listing and reading is never processed under the old
+version's identity.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from include.continuous_training.config import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+else:
+    S3Client = Any
+
+_SAFE_PART = re.compile(r"[^A-Za-z0-9._=-]+")
+
+
+class PreconditionFailed(Exception):
+    """A conditional S3 request was refused (object exists, or it changed since it was listed)."""
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """One S3 object version as listed: key, ETag (without quotes) and size in bytes."""
+
+    key: str
+    etag: str
+    size: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "etag": self.etag, "size": self.size}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> ObjectRef:
+        return cls(key=str(raw["key"]), etag=str(raw["etag"]), size=int(raw["size"]))
+
+
+def s3_client(settings: Settings) -> S3Client:
+    """A boto3 client for code running outside Airflow (credentials from the environment)."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=settings.s3_endpoint_url)
+
+
+def s3_client_from_connection(conn_id: str) -> S3Client:
+    """A boto3 client built from an Airflow AWS connection (endpoint, region, credentials)."""
+    from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+
+    return S3Hook(aws_conn_id=conn_id).get_conn()
+
+
+def safe_key_part(value: str) -> str:
+    """Make ``value`` usable as one path segment of an S3 key we build (no '/', no '..')."""
+    cleaned = _SAFE_PART.sub("_", value).strip("._")
+    return cleaned[:120] or "_"
+
+
+def list_objects(client: S3Client, bucket: str, prefix: str) -> Iterator[ObjectRef]:
+    """Every object under ``prefix`` (paginated), skipping folder placeholders."""
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if key.endswith("/"):
+                continue
+            yield ObjectRef(key=key, etag=item["ETag"].strip('"'), size=int(item["Size"]))
+
+
+def read_object(client: S3Client, bucket: str, ref: ObjectRef) -> bytes:
+    """Read exactly the listed version of an object; raise :class:`PreconditionFailed` if it changed."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = client.get_object(Bucket=bucket, Key=ref.key, IfMatch=f'"{ref.etag}"')
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
+            raise PreconditionFailed(f"s3://{bucket}/{ref.key} changed since it was listed (ETag {ref.etag})") from error
+        raise
+    return bytes(response["Body"].read())
+
+
+def put_bytes(
+    client: S3Client,
+    bucket: str,
+    key: str,
+    data: bytes,
+    content_type: str = "application/octet-stream",
+    only_if_absent: bool = False,
+) -> str:
+    """Write one object in a single request (integrity-checked with Content-MD5); return its ETag.
+
+    With ``only_if_absent`` the write is refused with :class:`PreconditionFailed` when the key
+    exists, which makes it a claim no concurrent writer can also win.
+    """
+    from botocore.exceptions import ClientError
+
+    digest = base64.b64encode(hashlib.md5(data).digest()).decode()  # noqa: S324 (integrity, not security)
+    extra: dict[str, Any] = {"IfNoneMatch": "*"} if only_if_absent else {}
+    try:
+        response = client.put_object(
+            Bucket=bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=digest, **extra
+        )
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
+            raise PreconditionFailed(f"s3://{bucket}/{key} already exists") from error
+        raise
+    return str(response["ETag"]).strip('"')
+
+
+def put_json(client: S3Client, bucket: str, key: str, payload: Any, only_if_absent: bool = False) -> str:
+    data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
+    return put_bytes(client, bucket, key, data, "application/json", only_if_absent=only_if_absent)
+
+
+def get_json(client: S3Client, bucket: str, key: str) -> Any | None:
+    """The JSON document at ``key``, or None when there is none."""
+    from botocore.exceptions import ClientError
+
+    try:
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
+            return None
+        raise
+    return json.loads(body)
+
+
+def copy_object(client: S3Client, bucket: str, source: ObjectRef, destination_key: str) -> None:
+    """Server-side copy of the listed version of ``source`` (the source is left untouched)."""
+    client.copy_object(
+        Bucket=bucket,
+        Key=destination_key,
+        CopySource={"Bucket": bucket, "Key": source.key},
+        CopySourceIfMatch=f'"{source.etag}"',
+    )
+
+
