@@ -153,10 +153,14 @@ def to_bytes(frame: pd.DataFrame, file_format: FileFormat) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.continuous_training.datasets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.continuous_training.datasets", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--start", type=datetime.fromisoformat, default=BatchSpec.start, help="ISO time of the first row")
+    parser.add_argument(
+        "--start", type=datetime.fromisoformat, default=BatchSpec.start, help="ISO time of the first row"
+    )
     parser.add_argument("--hours", type=float, default=24.0)
     parser.add_argument("--fraud-rate", type=float, default=0.05)
     parser.add_argument("--covariate-drift", type=float, default=0.0)

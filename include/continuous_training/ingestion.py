@@ -155,7 +155,12 @@ def claim_object(
     """
     batch_id = batch_id_for(ref)
     key = claim_key(settings, batch_id)
-    body = {"batch_id": batch_id, "source": ref.as_dict(), "run_id": run_id, "claimed_at": datetime.now(UTC).isoformat()}
+    body = {
+        "batch_id": batch_id,
+        "source": ref.as_dict(),
+        "run_id": run_id,
+        "claimed_at": datetime.now(UTC).isoformat(),
+    }
     try:
         put_json(client, settings.s3_bucket, key, body, only_if_absent=True)
         return
@@ -220,15 +225,24 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
     from include.continuous_training.validation import UnreadableBatchError, read_batch, validate_batch
 
     batch_id = batch_id_for(ref)
-    base = {"batch_id": batch_id, "source": ref.as_dict(), "dag_run_id": run_id, "checked_at": datetime.now(UTC).isoformat()}
+    base = {
+        "batch_id": batch_id,
+        "source": ref.as_dict(),
+        "dag_run_id": run_id,
+        "checked_at": datetime.now(UTC).isoformat(),
+    }
     if ref.size > settings.max_batch_bytes:
-        reason = f"object is {ref.size} bytes, over the {settings.max_batch_bytes}-byte limit (CT_MAX_BATCH_BYTES); not read"
+        reason = (
+            f"object is {ref.size} bytes, over the {settings.max_batch_bytes}-byte limit (CT_MAX_BATCH_BYTES); not read"
+        )
         return _quarantine_batch(client, settings, ref, {**base, "reason": reason, "rows": None}, rows=0)
     data = read_object(client, settings.s3_bucket, ref)
     try:
         frame = read_batch(data, ref.key, settings)
     except UnreadableBatchError as error:
-        return _quarantine_batch(client, settings, ref, {**base, "reason": f"unreadable: {error}", "rows": None}, rows=0)
+        return _quarantine_batch(
+            client, settings, ref, {**base, "reason": f"unreadable: {error}", "rows": None}, rows=0
+        )
     del data
     outcome = validate_batch(frame, settings)
     report = {**base, **outcome.as_report(), "example_rows": _examples(frame, outcome.bad_row_index)}

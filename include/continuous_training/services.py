@@ -28,7 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -115,9 +115,7 @@ class LocalServices:
         except BaseException:
             self.stop()
             raise
-        self.env_file.write_text(
-            "".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items())
-        )
+        self.env_file.write_text("".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items()))
         return self
 
     def stop(self) -> None:
@@ -187,7 +185,7 @@ class LocalServices:
     def _spawn(self, name: str, argv: list[str], port: int, health_path: str, env: Mapping[str, str]) -> ServiceProcess:
         log_path = self.state_dir / f"{name}.log"
         with log_path.open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603 (argv built from our own settings)
+            process = subprocess.Popen(
                 argv,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -261,10 +259,8 @@ class LocalServices:
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _group_alive(pid: int) -> bool:
@@ -298,10 +294,8 @@ def _has_members(pgid: int) -> bool:
 
 
 def _reap(pid: int) -> None:
-    try:
+    with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        pass
 
 
 @contextmanager
@@ -313,7 +307,9 @@ def running_services(state_dir: Path, settings: Settings | None = None) -> Itera
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.continuous_training.services", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m include.continuous_training.services", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["up", "down", "status", "env"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     args = parser.parse_args(argv)

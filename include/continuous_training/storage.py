@@ -88,7 +88,9 @@ def read_object(client: S3Client, bucket: str, ref: ObjectRef) -> bytes:
         response = client.get_object(Bucket=bucket, Key=ref.key, IfMatch=f'"{ref.etag}"')
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412"}:
-            raise PreconditionFailed(f"s3://{bucket}/{ref.key} changed since it was listed (ETag {ref.etag})") from error
+            raise PreconditionFailed(
+                f"s3://{bucket}/{ref.key} changed since it was listed (ETag {ref.etag})"
+            ) from error
         raise
     return bytes(response["Body"].read())
 
@@ -147,5 +149,3 @@ def copy_object(client: S3Client, bucket: str, source: ObjectRef, destination_ke
         CopySource={"Bucket": bucket, "Key": source.key},
         CopySourceIfMatch=f'"{source.etag}"',
     )
-
-

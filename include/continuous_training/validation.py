@@ -73,7 +73,11 @@ class FailedExpectation:
             shown = ", ".join(repr(v) for v in self.examples[:3])
             return f"{self.expectation} on {where}: {self.unexpected_count} rows failed (e.g. {shown})"
         observed = self.kwargs.get("observed")
-        return f"{self.expectation} on {where}: observed {observed}" if observed is not None else f"{self.expectation} on {where}"
+        return (
+            f"{self.expectation} on {where}: observed {observed}"
+            if observed is not None
+            else f"{self.expectation} on {where}"
+        )
 
 
 @dataclass
@@ -150,7 +154,9 @@ def _read_csv(data: bytes) -> pd.DataFrame:
         header = str(frame.columns[0])
         for delimiter in (";", "\t", "|"):
             if delimiter in header:
-                raise UnreadableBatchError(f"one column only: the header looks delimited by {delimiter!r}, expected ','")
+                raise UnreadableBatchError(
+                    f"one column only: the header looks delimited by {delimiter!r}, expected ','"
+                )
     return frame
 
 
@@ -162,7 +168,10 @@ def load_suite(path: Path) -> tuple[ExpectationSuite, SuiteInfo]:
     raw_bytes = path.read_bytes()
     raw = json.loads(raw_bytes)
     expectations = raw.get("expectations", [])
-    suite = gx.ExpectationSuite(name=raw["name"], expectations=expectations, meta=raw.get("meta", {}))
+    try:
+        suite = gx.ExpectationSuite(name=raw["name"], expectations=expectations, meta=raw.get("meta", {}))
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{path}: expectation suite is not valid: {str(error).splitlines()[0]}") from error
     if len(suite.expectations) != len(expectations):
         raise ValueError(f"{path}: {len(expectations) - len(suite.expectations)} expectations are not valid")
     info = SuiteInfo(
@@ -198,7 +207,9 @@ def build_suite_from_reference(
             expectations.append(_exp("expect_column_values_to_be_in_type_list", column=column, type_list=LABEL_TYPES))
             expectations.append(_exp("expect_column_values_to_be_in_set", column=column, value_set=[0, 1]))
         elif column == settings.timestamp_column:
-            expectations.append(_exp("expect_column_values_to_be_in_type_list", column=column, type_list=TIMESTAMP_TYPES))
+            expectations.append(
+                _exp("expect_column_values_to_be_in_type_list", column=column, type_list=TIMESTAMP_TYPES)
+            )
         elif column == settings.id_column:
             expectations.append(_exp("expect_column_values_to_be_unique", column=column))
         elif column in settings.categorical_columns:
@@ -211,7 +222,12 @@ def build_suite_from_reference(
             span = (high - low) or abs(high) or 1.0
             floor = 0.0 if low >= 0 else low - range_margin * span
             expectations.append(
-                _exp("expect_column_values_to_be_between", column=column, min_value=floor, max_value=high + range_margin * span)
+                _exp(
+                    "expect_column_values_to_be_between",
+                    column=column,
+                    min_value=floor,
+                    max_value=high + range_margin * span,
+                )
             )
     return {"name": name, "meta": {"version": version}, "expectations": expectations}
 
@@ -289,7 +305,11 @@ def _failure(result: Any) -> FailedExpectation:
         error = message.splitlines()[0][:300]
     mismatched = (payload.get("details") or {}).get("mismatched")
     if kind == "expect_table_columns_to_match_set" and mismatched:
-        parts = [f"{label} columns {sorted(mismatched[k])}" for k, label in (("missing", "missing"), ("unexpected", "unexpected")) if mismatched.get(k)]
+        parts = [
+            f"{label} columns {sorted(mismatched[k])}"
+            for k, label in (("missing", "missing"), ("unexpected", "unexpected"))
+            if mismatched.get(k)
+        ]
         error = "; ".join(parts) or None
     observed = payload.get("observed_value")
     if observed is not None and "unexpected_count" not in payload:
