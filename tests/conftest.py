@@ -30,6 +30,14 @@ os.environ.update(
 )
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark tests by folder so `-m "not integration"` gives the quick loop."""
+    for item in items:
+        parts = Path(str(item.fspath)).relative_to(ROOT).parts
+        if len(parts) > 1 and parts[1] in {"integration", "e2e"}:
+            item.add_marker(getattr(pytest.mark, parts[1]))
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_AIRFLOW_HOME, ignore_errors=True)
 

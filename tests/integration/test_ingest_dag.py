@@ -1,0 +1,127 @@
+"""`ingest_new_data` run by Airflow (`dag.test()`) against the real S3 server on loopback."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from include.continuous_training.datasets import to_bytes
+from include.continuous_training.ingestion import batch_id_for, read_manifest
+from include.continuous_training.storage import list_objects
+from tests.bad_inputs import BAD_INPUTS, good_frame
+from tests.integration.conftest import asset_events, keys_under, run_dag
+
+DAG_ID = "ingest_new_data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(empty_bucket, airflow_db):
+    """Every test starts from an empty bucket and a migrated metadata DB."""
+
+
+def _landing_snapshot(s3, settings):
+    return {ref.key: ref.etag for ref in list_objects(s3, settings.s3_bucket, settings.landing_prefix)}
+
+
+def test_a_good_batch_is_curated_recorded_and_announced(dagbag, s3, settings):
+    frame = good_frame(rows=1500, seed=21)
+    key = settings.landing_prefix + "2026-11-21/cards.csv"
+    s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=to_bytes(frame, "csv"))
+    events_before = len(asset_events("curated_batches"))
+
+    outcome = run_dag(dagbag, DAG_ID)
+
+    assert outcome.state == "success"
+    assert outcome.states_of("ingest_batch") == {0: "success"}
+    assert outcome.rendered_map_index[("ingest_batch", 0)] == key
+    [entry] = read_manifest(s3, settings)
+    assert entry.status == "ingested"
+    assert entry.source.key == key
+    assert entry.good_rows == 1500
+    curated_key = entry.curated_uri.removeprefix(f"s3://{settings.s3_bucket}/")
+    curated = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=settings.s3_bucket, Key=curated_key)["Body"].read()))
+    assert len(curated) == 1500
+    assert curated["transaction_id"].tolist() == frame["transaction_id"].tolist()
+    events = asset_events("curated_batches")[events_before:]
+    assert events == [
+        {"batch_id": entry.batch_id, "rows": 1500, "bad_rows": 0, "uri": entry.curated_uri, "source_key": key}
+    ]
+
+
+def test_nothing_new_skips_the_run_instead_of_failing(dagbag, s3, settings):
+    outcome = run_dag(dagbag, DAG_ID)
+    assert outcome.state == "success"
+    assert outcome.states_of("wait_for_new_data") == {-1: "skipped"}
+    assert keys_under(s3, settings.s3_bucket, settings.curated_prefix) == []
+
+
+def test_the_same_object_uploaded_twice_is_ingested_once(dagbag, s3, settings):
+    body = to_bytes(good_frame(rows=300, seed=22), "parquet")
+    key = settings.landing_prefix + "twice.parquet"
+    s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+    first = run_dag(dagbag, DAG_ID)
+    s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)  # same bytes again: same ETag
+    second = run_dag(dagbag, DAG_ID)
+
+    assert first.states_of("ingest_batch") == {0: "success"}
+    assert second.states_of("wait_for_new_data") == {-1: "skipped"}
+    assert len(read_manifest(s3, settings)) == 1
+    assert len(keys_under(s3, settings.s3_bucket, settings.curated_prefix)) == 1
+
+
+def test_every_bad_input_is_quarantined_with_a_report_and_a_clear_failure(dagbag, s3, settings):
+    """All catalogue cases and one good file land together: one mapped task each."""
+    good_key = settings.landing_prefix + "good.csv"
+    s3.put_object(Bucket=settings.s3_bucket, Key=good_key, Body=to_bytes(good_frame(), "csv"))
+    bad_keys = {}
+    for bad in BAD_INPUTS:
+        key = f"{settings.landing_prefix}bad/{bad.case}/{bad.filename}"
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=bad.build(good_frame()))
+        bad_keys[key] = bad
+    landing_before = _landing_snapshot(s3, settings)
+
+    outcome = run_dag(dagbag, DAG_ID)
+
+    assert outcome.state == "failed"
+    by_key = {outcome.rendered_map_index[("ingest_batch", i)]: s for i, s in outcome.states_of("ingest_batch").items()}
+    assert by_key[good_key] == "success"
+    assert {k: by_key[k] for k in bad_keys} == dict.fromkeys(bad_keys, "failed")
+    assert _landing_snapshot(s3, settings) == landing_before, "landing/ must never change"
+
+    manifest = {entry.source.key: entry for entry in read_manifest(s3, settings)}
+    curated = keys_under(s3, settings.s3_bucket, settings.curated_prefix)
+    assert curated == [f"{settings.curated_prefix}batch_id={manifest[good_key].batch_id}/data.parquet"]
+    for key, bad in bad_keys.items():
+        entry = manifest[key]
+        assert entry.status == "quarantined", bad.case
+        assert bad.reason in entry.reason, bad.case
+        assert entry.reason.startswith(f"{key}: ")
+        assert "landing untouched, nothing curated" in entry.reason
+        folder = f"{settings.quarantine_prefix}{batch_id_for(entry.source)}/"
+        stored = keys_under(s3, settings.s3_bucket, folder)
+        assert f"{folder}report.json" in stored, bad.case
+        copy = [k for k in stored if not k.endswith("report.json")]
+        assert len(copy) == 1, bad.case
+        original = s3.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read()
+        assert s3.get_object(Bucket=settings.s3_bucket, Key=copy[0])["Body"].read() == original
+
+
+def test_a_few_bad_rows_go_to_quarantine_and_the_rest_is_curated(dagbag, s3, settings):
+    frame = good_frame(rows=1000, seed=23)
+    frame.loc[[10, 20], "merchant_category"] = "casino"
+    key = settings.landing_prefix + "mostly_good.parquet"
+    s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=to_bytes(frame, "parquet"))
+
+    outcome = run_dag(dagbag, DAG_ID)
+
+    assert outcome.state == "success"
+    [entry] = read_manifest(s3, settings)
+    assert (entry.status, entry.good_rows, entry.bad_rows) == ("ingested", 998, 2)
+    folder = f"{settings.quarantine_prefix}{entry.batch_id}/"
+    rows = pd.read_parquet(
+        io.BytesIO(s3.get_object(Bucket=settings.s3_bucket, Key=folder + "rows.parquet")["Body"].read())
+    )
+    assert rows["transaction_id"].tolist() == frame.loc[[10, 20], "transaction_id"].tolist()
+    assert entry.report_uri == settings.s3_uri(folder + "report.json")
