@@ -1,0 +1,52 @@
+# Continuous training — one entry point for developers and CI.
+#   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
+#   make test-fast   unit + DAG tests only, no services (the quick loop)
+#   make services-up / services-down / services-status   the loopback S3 + MLflow stack
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.8
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: help venv lint test test-fast test-integration services-up services-down services-status clean
+
+help:
+	@sed -n '2,5p' Makefile
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version)'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install --python $(BIN)/python -r requirements.txt -r requirements-dev.txt -c constraints.txt
+	touch $@
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest --durations=15
+
+test-fast: venv
+	$(BIN)/pytest -m "not integration and not e2e" -q
+
+test-integration: venv
+	$(BIN)/pytest -m integration
+
+services-up: venv
+	$(BIN)/python -m include.continuous_training.services up
+
+services-down: venv
+	$(BIN)/python -m include.continuous_training.services down
+
+services-status: venv
+	$(BIN)/python -m include.continuous_training.services status
+
+clean:
+	-$(BIN)/python -m include.continuous_training.services down 2>/dev/null
+	rm -rf .services .pytest_cache .mypy_cache .ruff_cache

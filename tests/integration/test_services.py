@@ -1,0 +1,83 @@
+"""The loopback launcher: real servers up, healthy, wired together, and gone after `down`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include.continuous_training.services import LocalServices, http_ok
+from tests.integration.conftest import keys_under
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _group_members(pgid: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                members.append(int(entry.name))
+    return members
+
+
+def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
+    state = tmp_path / "stack"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cli = [sys.executable, "-m", "include.continuous_training.services"]
+
+    up = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True, check=True)
+    stack = LocalServices(state_dir=state)
+    processes = stack.load_state()
+    try:
+        assert set(processes) == {"s3", "mlflow"}
+        assert "environment: source" in up.stdout
+        for proc in processes.values():
+            assert proc.url.startswith("http://127.0.0.1:")
+            assert _group_members(proc.pid), f"{proc.name} is not running"
+        status = subprocess.run([*cli, "status", "--state-dir", str(state)], env=env, capture_output=True, text=True)
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("healthy") == 2
+        env_sh = (state / "env.sh").read_text()
+        assert f"CT_S3_ENDPOINT_URL={processes['s3'].url}" in env_sh
+        assert "AIRFLOW_CONN_AWS_CT=" in env_sh
+    finally:
+        subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
+
+    for proc in processes.values():
+        assert _group_members(proc.pid) == [], f"{proc.name} left processes behind"
+        assert not http_ok(proc.health_url)
+    assert not (state / "state.json").exists()
+    status = subprocess.run([*cli, "status", "--state-dir", str(state)], env=env, capture_output=True, text=True)
+    assert status.returncode == 1
+
+
+def test_mlflow_keeps_artifacts_in_the_s3_bucket_not_on_disk(services, s3, settings, tmp_path, monkeypatch):
+    import mlflow
+
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(services.env()["MLFLOW_TRACKING_URI"])
+    mlflow.set_experiment("launcher-check")
+    with mlflow.start_run() as run:
+        mlflow.log_dict({"hello": "s3"}, "probe/hello.json")
+    keys = keys_under(s3, settings.s3_bucket, "mlflow/")
+    assert any(key.endswith(f"{run.info.run_id}/artifacts/probe/hello.json") for key in keys)
+    assert not (tmp_path / "mlruns").exists()
+    assert mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/probe/hello.json") == {"hello": "s3"}
+
+
+def test_the_project_bucket_exists_on_the_s3_server(s3, settings):
+    names = {bucket["Name"] for bucket in s3.list_buckets()["Buckets"]}
+    assert settings.s3_bucket in names
+
+
+@pytest.mark.parametrize("name", ["s3", "mlflow"])
+def test_services_listen_on_loopback_only(services, name):
+    assert services.processes[name].url.startswith("http://127.0.0.1:")
