@@ -40,6 +40,7 @@ def test_a_good_batch_is_curated_recorded_and_announced(dagbag, s3, settings):
     assert entry.status == "ingested"
     assert entry.source.key == key
     assert entry.good_rows == 1500
+    assert entry.curated_uri is not None
     curated_key = entry.curated_uri.removeprefix(f"s3://{settings.s3_bucket}/")
     curated = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=settings.s3_bucket, Key=curated_key)["Body"].read()))
     assert len(curated) == 1500

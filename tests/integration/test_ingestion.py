@@ -50,6 +50,7 @@ def test_new_objects_are_offered_until_they_have_an_outcome(s3, settings):
 def test_rerunning_an_ingested_object_writes_nothing_new(s3, settings):
     ref = _land(s3, settings, "a.csv", to_bytes(good_frame(), "csv"))
     first = ingest_object(s3, settings, ref, run_id="run-1")
+    assert first.curated_uri is not None
     curated_key = first.curated_uri.removeprefix(f"s3://{settings.s3_bucket}/")
     written_at = s3.head_object(Bucket=settings.s3_bucket, Key=curated_key)["LastModified"]
 
