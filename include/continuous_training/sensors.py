@@ -61,7 +61,7 @@ class NewLandingObjectsTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from asgiref.sync import sync_to_async
 
-        find = sync_to_async(_find_new, thread_sensitive=False)
+        find = sync_to_async(_find_new)  # like the amazon hooks: connection lookups stay sync
         while True:
             try:
                 objects = await find(self.aws_conn_id, self.limit)

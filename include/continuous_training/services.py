@@ -240,6 +240,8 @@ class LocalServices:
             AWS_ACCESS_KEY_ID=PLACEHOLDER_KEY,
             AWS_SECRET_ACCESS_KEY=PLACEHOLDER_KEY,
             AWS_DEFAULT_REGION=REGION,
+            # The job runner (GenAI evaluation jobs) adds seven worker processes we never use.
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
         argv = [
             _bin("mlflow"),
