@@ -30,9 +30,22 @@ This module is imported by DAG files at parse time, so it uses the standard libr
 | ``CT_MAX_BATCH_BYTES`` | ``536870912`` | larger landing objects are quarantined unread |
 | ``CT_SENSOR_POKE_SECONDS`` | ``60`` | how often the new-data trigger lists the landing prefix |
 | ``CT_SENSOR_TIMEOUT_SECONDS`` | ``3300`` | how long one ingest run waits for new data |
+| ``CT_TRAINING_WINDOW_DAYS`` | ``30`` | curated batches with events in the last N days train the model |
+| ``CT_HOLDOUT_FRACTION`` / ``CT_VALIDATION_FRACTION`` | ``0.2`` / ``0.15`` | newest: holdout, then validation |
+| ``CT_NUM_BOOST_ROUND`` / ``CT_EARLY_STOPPING_ROUNDS`` | ``400`` / ``30`` | XGBoost rounds and patience on validation |
+| ``CT_MAX_DEPTH`` / ``CT_LEARNING_RATE`` | ``6`` / ``0.1`` | XGBoost tree depth and eta |
+| ``CT_REFERENCE_SAMPLE_ROWS`` | ``5000`` | training rows kept with the model for drift checks |
 | ``CT_ROC_AUC_FLOOR`` | ``0.70`` | absolute quality floor for a challenger |
-| ``CT_MIN_DELTA`` | ``0.0`` | how much a challenger must beat the champion by |
+| ``CT_MIN_DELTA`` | ``0.0`` | how much a challenger must beat the champion's ROC AUC by |
+| ``CT_LOSS_TOLERANCE`` | ``0.005`` | bootstrap 95 % lower bound of the AUC gain may not be below -this |
+| ``CT_BOOTSTRAP_SAMPLES`` | ``1000`` | paired bootstrap resamples of the holdout |
+| ``CT_SLICE_COLUMN`` | ``channel`` | categorical column whose slices are compared |
+| ``CT_SLICE_TOLERANCE`` / ``CT_MIN_SLICE_ROWS`` | ``0.02`` / ``200`` | max slice AUC loss; tiny slices ungated |
+| ``CT_DECISION_THRESHOLD`` | ``0.5`` | score threshold for accuracy / F1 |
+| ``CT_DEPLOYMENT_TARGET`` | ``none`` | ``none``: promotion moves the champion alias directly |
+| ``CT_ALERT_WEBHOOK_URL`` | empty | optional Slack-compatible webhook for alerts (always logged) |
 | ``CT_GPU_QUEUE`` / ``CT_GPU_POOL`` | ``gpu`` / ``gpu`` | where training runs |
+| ``CT_TRAINING_TIMEOUT_MINUTES`` | ``120`` | ``execution_timeout`` of the training task |
 | ``CT_SEED`` | ``42`` | seed for every random choice |
 """
 
@@ -95,10 +108,27 @@ class Settings:
     max_batch_bytes: int = 512 * 1024 * 1024
     sensor_poke_seconds: float = 60.0
     sensor_timeout_seconds: float = 3300.0
+    training_window_days: int = 30
+    holdout_fraction: float = 0.2
+    validation_fraction: float = 0.15
+    num_boost_round: int = 400
+    early_stopping_rounds: int = 30
+    max_depth: int = 6
+    learning_rate: float = 0.1
+    reference_sample_rows: int = 5000
     roc_auc_floor: float = 0.70
     min_delta: float = 0.0
+    loss_tolerance: float = 0.005
+    bootstrap_samples: int = 1000
+    slice_column: str = "channel"
+    slice_tolerance: float = 0.02
+    min_slice_rows: int = 200
+    decision_threshold: float = 0.5
+    deployment_target: str = "none"
+    alert_webhook_url: str | None = None
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
+    training_timeout_minutes: int = 120
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -112,6 +142,13 @@ class Settings:
         reserved = {self.label_column, self.id_column, self.timestamp_column}
         if reserved & set(self.feature_columns):
             raise ValueError(f"label/id/timestamp columns cannot be features: {sorted(reserved)}")
+        fractions = (self.holdout_fraction, self.validation_fraction)
+        if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 0.9:
+            raise ValueError(
+                "CT_HOLDOUT_FRACTION and CT_VALIDATION_FRACTION must be in (0, 1) and leave rows to train on"
+            )
+        if self.slice_column and self.slice_column not in self.categorical_columns:
+            raise ValueError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -154,9 +191,26 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_batch_bytes=int(get("CT_MAX_BATCH_BYTES", str(defaults.max_batch_bytes))),
         sensor_poke_seconds=float(get("CT_SENSOR_POKE_SECONDS", str(defaults.sensor_poke_seconds))),
         sensor_timeout_seconds=float(get("CT_SENSOR_TIMEOUT_SECONDS", str(defaults.sensor_timeout_seconds))),
+        training_window_days=int(get("CT_TRAINING_WINDOW_DAYS", str(defaults.training_window_days))),
+        holdout_fraction=float(get("CT_HOLDOUT_FRACTION", str(defaults.holdout_fraction))),
+        validation_fraction=float(get("CT_VALIDATION_FRACTION", str(defaults.validation_fraction))),
+        num_boost_round=int(get("CT_NUM_BOOST_ROUND", str(defaults.num_boost_round))),
+        early_stopping_rounds=int(get("CT_EARLY_STOPPING_ROUNDS", str(defaults.early_stopping_rounds))),
+        max_depth=int(get("CT_MAX_DEPTH", str(defaults.max_depth))),
+        learning_rate=float(get("CT_LEARNING_RATE", str(defaults.learning_rate))),
+        reference_sample_rows=int(get("CT_REFERENCE_SAMPLE_ROWS", str(defaults.reference_sample_rows))),
         roc_auc_floor=float(get("CT_ROC_AUC_FLOOR", str(defaults.roc_auc_floor))),
         min_delta=float(get("CT_MIN_DELTA", str(defaults.min_delta))),
+        loss_tolerance=float(get("CT_LOSS_TOLERANCE", str(defaults.loss_tolerance))),
+        bootstrap_samples=int(get("CT_BOOTSTRAP_SAMPLES", str(defaults.bootstrap_samples))),
+        slice_column=get("CT_SLICE_COLUMN", defaults.slice_column),
+        slice_tolerance=float(get("CT_SLICE_TOLERANCE", str(defaults.slice_tolerance))),
+        min_slice_rows=int(get("CT_MIN_SLICE_ROWS", str(defaults.min_slice_rows))),
+        decision_threshold=float(get("CT_DECISION_THRESHOLD", str(defaults.decision_threshold))),
+        deployment_target=get("CT_DEPLOYMENT_TARGET", defaults.deployment_target),
+        alert_webhook_url=env.get("CT_ALERT_WEBHOOK_URL") or None,
         gpu_queue=get("CT_GPU_QUEUE", defaults.gpu_queue),
         gpu_pool=get("CT_GPU_POOL", defaults.gpu_pool),
+        training_timeout_minutes=int(get("CT_TRAINING_TIMEOUT_MINUTES", str(defaults.training_timeout_minutes))),
         seed=int(get("CT_SEED", str(defaults.seed))),
     )

@@ -27,7 +27,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,10 +213,24 @@ class LocalServices:
         env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
         return env
 
+    def _spawn_on_free_port(
+        self, name: str, argv_for: Callable[[int], list[str]], health_path: str, env: Mapping[str, str]
+    ) -> ServiceProcess:
+        """Spawn on a free port; pick another if something took the port before the server bound it."""
+        for attempt in range(3):
+            port = free_port()
+            try:
+                return self._spawn(name, argv_for(port), port, health_path, env)
+            except ServiceError as error:
+                if "in use" not in str(error) or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
     def _start_s3(self) -> ServiceProcess:
-        port = free_port()
-        argv = [_bin("moto_server"), "-H", LOOPBACK, "-p", str(port)]
-        return self._spawn("s3", argv, port, "/moto-api/", self._base_env())
+        def argv(port: int) -> list[str]:
+            return [_bin("moto_server"), "-H", LOOPBACK, "-p", str(port)]
+
+        return self._spawn_on_free_port("s3", argv, "/moto-api/", self._base_env())
 
     def _create_bucket(self, s3_url: str) -> None:
         import boto3
@@ -233,7 +247,6 @@ class LocalServices:
             client.create_bucket(Bucket=self.settings.s3_bucket)
 
     def _start_mlflow(self, s3_url: str) -> ServiceProcess:
-        port = free_port()
         env = self._base_env()
         env.update(
             MLFLOW_S3_ENDPOINT_URL=s3_url,
@@ -243,21 +256,26 @@ class LocalServices:
             # The job runner (GenAI evaluation jobs) adds seven worker processes we never use.
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
         )
-        argv = [
-            _bin("mlflow"),
-            "server",
-            "--host",
-            LOOPBACK,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{self.state_dir / 'mlflow.db'}",
-            "--artifacts-destination",
-            f"s3://{self.settings.s3_bucket}/mlflow",
-        ]
-        return self._spawn("mlflow", argv, port, "/health", env)
+        backend = f"sqlite:///{self.state_dir / 'mlflow.db'}"
+        artifacts = f"s3://{self.settings.s3_bucket}/mlflow"
+
+        def argv(port: int) -> list[str]:
+            return [
+                _bin("mlflow"),
+                "server",
+                "--host",
+                LOOPBACK,
+                "--port",
+                str(port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                artifacts,
+            ]
+
+        return self._spawn_on_free_port("mlflow", argv, "/health", env)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -33,7 +33,8 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "include.continuous_training.services"]
 
-    up = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True, check=True)
+    up = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stdout + up.stderr
     stack = LocalServices(state_dir=state)
     processes = stack.load_state()
     try:

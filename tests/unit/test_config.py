@@ -23,6 +23,7 @@ def test_environment_overrides_every_kind_of_value(tmp_path):
             "CT_S3_BUCKET": "my-bucket",
             "CT_LANDING_PREFIX": "/raw/incoming",
             "CT_CATEGORICAL_COLUMNS": "region, plan",
+            "CT_SLICE_COLUMN": "plan",
             "CT_NUMERIC_COLUMNS": "spend,tenure",
             "CT_LABEL_COLUMN": "churned",
             "CT_BAD_ROW_BUDGET": "0.05",
@@ -53,6 +54,8 @@ def test_settings_are_frozen():
         ({"CT_BAD_ROW_BUDGET": "1.5"}, "CT_BAD_ROW_BUDGET"),
         ({"CT_NUMERIC_COLUMNS": "amount,channel"}, "both categorical and numeric"),
         ({"CT_NUMERIC_COLUMNS": "amount,is_fraud"}, "cannot be features"),
+        ({"CT_SLICE_COLUMN": "amount"}, "must be one of the categorical columns"),
+        ({"CT_HOLDOUT_FRACTION": "0.5", "CT_VALIDATION_FRACTION": "0.45"}, "leave rows to train on"),
     ],
 )
 def test_bad_settings_fail_with_a_clear_message(env, message):

@@ -105,6 +105,7 @@ def test_suite_builder_makes_a_suite_for_a_users_own_table(tmp_path):
         "CT_TIMESTAMP_COLUMN": "signup",
         "CT_NUMERIC_COLUMNS": "spend",
         "CT_CATEGORICAL_COLUMNS": "plan",
+        "CT_SLICE_COLUMN": "plan",
         "CT_EXPECTATION_SUITE": str(tmp_path / "churn.json"),
     }
     settings = load_settings(env)

@@ -1,0 +1,484 @@
+"""Assemble the training data from curated batches, and train the XGBoost challenger.
+
+- :func:`assemble_training_data` reads the curated batches that overlap the training window, records a
+  data manifest (batch ids, ETags, row counts, a content hash), and makes a time-based split: the
+  newest rows are the holdout, the slice before them validation, the rest train. The splits are
+  written to ``training/<data_hash>/`` so a re-run writes the same objects, and only URIs move on.
+- :func:`train_challenger` trains with ``hist`` and early stopping on validation, on ``cuda`` when
+  a CUDA device is visible (:func:`select_device`) and on ``cpu`` otherwise, and logs everything a
+  reviewer needs to MLflow: params, per-round metrics, the model in XGBoost's UBJ format with its
+  feature spec, signature and input example, the data manifest, git commit, library versions, and the
+  reference sample the drift DAG compares traffic with.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import io
+import json
+import logging
+import os
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.continuous_training.config import Settings
+from include.continuous_training.storage import S3Client, put_bytes, put_json
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    import xgboost as xgb
+
+log = logging.getLogger(__name__)
+
+TUNABLE_PARAMS = {
+    "max_depth": int,
+    "learning_rate": float,
+    "min_child_weight": float,
+    "subsample": float,
+    "colsample_bytree": float,
+    "reg_lambda": float,
+    "reg_alpha": float,
+    "gamma": float,
+    "max_bin": int,
+    "scale_pos_weight": float,
+    "num_boost_round": int,
+    "early_stopping_rounds": int,
+}
+MODEL_NAME_IN_RUN = "model"
+FEATURE_SPEC_FILE = "feature_spec.json"
+REFERENCE_ARTIFACT = "reference/reference.parquet"
+
+
+class TrainingDataError(ValueError):
+    """The curated data cannot make a sound training set (too few rows, one class only, …)."""
+
+
+# -- features -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How raw columns become the model's float matrix; stored next to every model.
+
+    Categorical values become their index in ``categories[column]`` (unknown values: missing), so
+    training, evaluation and the serving endpoint encode exactly alike, with no pandas needed.
+    """
+
+    numeric: tuple[str, ...]
+    categories: dict[str, list[str]]
+    label: str
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [*self.numeric, *self.categories]
+
+    @property
+    def feature_types(self) -> list[str]:
+        return ["q"] * len(self.numeric) + ["c"] * len(self.categories)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"numeric": list(self.numeric), "categories": self.categories, "label": self.label}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
+        return cls(tuple(raw["numeric"]), {k: list(v) for k, v in raw["categories"].items()}, raw["label"])
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, settings: Settings) -> FeatureSpec:
+        categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in settings.categorical_columns}
+        return cls(tuple(settings.numeric_columns), categories, settings.label_column)
+
+    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
+        """The float32 feature matrix for ``frame`` (missing or unknown values are NaN)."""
+        import numpy as np
+
+        columns = [frame[c].to_numpy(dtype=np.float32, na_value=np.nan) for c in self.numeric]
+        for column, values in self.categories.items():
+            lookup = {value: float(code) for code, value in enumerate(values)}
+            columns.append(np.fromiter((lookup.get(str(v), np.nan) for v in frame[column]), np.float32, len(frame)))
+        return np.column_stack(columns) if columns else np.empty((len(frame), 0), np.float32)
+
+    def encoded_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """:meth:`matrix` as a DataFrame with the feature names as columns."""
+        import pandas as pd
+
+        return pd.DataFrame(self.matrix(frame), columns=self.feature_names)
+
+    def dmatrix(self, frame: pd.DataFrame, with_label: bool = True) -> xgb.DMatrix:
+        import xgboost as xgb
+
+        label = frame[self.label].to_numpy() if with_label else None
+        return xgb.DMatrix(
+            self.matrix(frame),
+            label=label,
+            feature_names=self.feature_names,
+            feature_types=self.feature_types,
+            enable_categorical=True,
+            missing=float("nan"),
+        )
+
+
+# -- assembling the data --------------------------------------------------------------------------
+def _read_parquet(client: S3Client, bucket: str, key: str) -> pd.DataFrame:
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
+
+
+def _parquet_bytes(frame: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def key_of(settings: Settings, uri: str) -> str:
+    prefix = f"s3://{settings.s3_bucket}/"
+    if not uri.startswith(prefix):
+        raise ValueError(f"{uri} is not in the project bucket {settings.s3_bucket}")
+    return uri[len(prefix) :]
+
+
+def read_split(client: S3Client, settings: Settings, uri: str) -> pd.DataFrame:
+    return _read_parquet(client, settings.s3_bucket, key_of(settings, uri))
+
+
+def assemble_training_data(
+    client: S3Client,
+    settings: Settings,
+    window_days: int | None = None,
+    not_after: datetime | None = None,
+) -> dict[str, Any]:
+    """Build train / validation / holdout from curated batches; return their URIs and the manifest.
+
+    The window ends at the newest curated event (never after ``not_after``) and reaches back
+    ``window_days`` (default ``CT_TRAINING_WINDOW_DAYS``).
+    """
+    import pandas as pd
+
+    from include.continuous_training.ingestion import read_manifest
+
+    days = window_days or settings.training_window_days
+    batches = [entry for entry in read_manifest(client, settings) if entry.status == "ingested" and entry.curated_uri]
+    if not batches:
+        raise TrainingDataError("no curated batches yet: ingest data before training")
+    frames, used = [], []
+    for entry in batches:
+        assert entry.curated_uri is not None
+        key = key_of(settings, entry.curated_uri)
+        head = client.head_object(Bucket=settings.s3_bucket, Key=key)
+        frame = _read_parquet(client, settings.s3_bucket, key)
+        frames.append(frame)
+        used.append(
+            {
+                "batch_id": entry.batch_id,
+                "source_key": entry.source.key,
+                "curated_key": key,
+                "curated_etag": str(head["ETag"]).strip('"'),
+                "rows": len(frame),
+            }
+        )
+    data = pd.concat(frames, ignore_index=True)
+    ts = settings.timestamp_column
+    end = data[ts].max()
+    if not_after is not None:  # curated timestamps are tz-naive UTC
+        limit = pd.Timestamp(not_after)
+        end = min(end, limit.tz_convert("UTC").tz_localize(None) if limit.tzinfo else limit)
+    start = end - pd.Timedelta(days=days)
+    data = data[(data[ts] > start) & (data[ts] <= end)]
+    data = data.drop_duplicates(subset=[settings.id_column], keep="last")
+    data = data.sort_values([ts, settings.id_column], kind="mergesort").reset_index(drop=True)
+
+    n = len(data)
+    n_holdout = round(n * settings.holdout_fraction)
+    n_valid = round(n * settings.validation_fraction)
+    splits = {
+        "train": data.iloc[: n - n_holdout - n_valid],
+        "validation": data.iloc[n - n_holdout - n_valid : n - n_holdout],
+        "holdout": data.iloc[n - n_holdout :],
+    }
+    for name, split in splits.items():
+        classes = set(split[settings.label_column].unique())
+        if len(split) < 50 or classes != {0, 1}:
+            raise TrainingDataError(
+                f"{name} split has {len(split)} rows and classes {sorted(classes)} in the window "
+                f"{start} .. {end}: need >= 50 rows with both classes; ingest more data or widen window_days"
+            )
+
+    manifest = {
+        "batches": sorted(used, key=lambda b: str(b["batch_id"])),
+        "window": {"start": start.isoformat(), "end": end.isoformat(), "days": days},
+        "rows": {name: len(split) for name, split in splits.items()},
+        "positive_rate": {name: float(split[settings.label_column].mean()) for name, split in splits.items()},
+        "features": list(settings.feature_columns),
+        "label": settings.label_column,
+        "split": {
+            "holdout_fraction": settings.holdout_fraction,
+            "validation_fraction": settings.validation_fraction,
+            "order": [ts, settings.id_column],
+        },
+    }
+    data_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
+    manifest["data_hash"] = data_hash
+    folder = f"training/{data_hash}/"
+    uris = {}
+    for name, split in splits.items():
+        key = f"{folder}{name}.parquet"
+        put_bytes(client, settings.s3_bucket, key, _parquet_bytes(split))
+        uris[f"{name}_uri"] = settings.s3_uri(key)
+    manifest_key = f"{folder}manifest.json"
+    put_json(client, settings.s3_bucket, manifest_key, manifest)
+    return {"data_hash": data_hash, "manifest_uri": settings.s3_uri(manifest_key), "rows": manifest["rows"], **uris}
+
+
+# -- device -----------------------------------------------------------------------------------------
+def cuda_device_count() -> tuple[int, str]:
+    """How many CUDA devices the driver reports, and how we know (no torch/cupy needed)."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return 0, "CUDA_VISIBLE_DEVICES hides every device"
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no CUDA driver (libcuda.so.1 not found)"
+    if libcuda.cuInit(0) != 0:
+        return 0, "CUDA driver present but cuInit failed"
+    count = ctypes.c_int(0)
+    if libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0, "cuDeviceGetCount failed"
+    return count.value, f"CUDA driver reports {count.value} device(s)"
+
+
+def select_device(probe: Any = cuda_device_count, xgboost_has_cuda: bool | None = None) -> tuple[str, str]:
+    """``("cuda", why)`` when xgboost is built with CUDA and a device is visible, else ``("cpu", why)``."""
+    if xgboost_has_cuda is None:
+        import xgboost as xgb
+
+        xgboost_has_cuda = bool(xgb.build_info().get("USE_CUDA"))
+    if not xgboost_has_cuda:
+        return "cpu", "this xgboost build has no CUDA support"
+    count, why = probe()
+    return ("cuda", why) if count > 0 else ("cpu", why)
+
+
+# -- training ----------------------------------------------------------------------------------------
+def training_params(
+    settings: Settings, overrides: dict[str, Any] | None, device: str
+) -> tuple[dict[str, Any], int, int]:
+    """XGBoost params, boosting rounds and early-stopping patience, with validated overrides."""
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - set(TUNABLE_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown hyper-parameter(s) {unknown}; allowed: {sorted(TUNABLE_PARAMS)}")
+    try:
+        cleaned = {k: TUNABLE_PARAMS[k](v) for k, v in overrides.items()}
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"hyper-parameter overrides {overrides}: {error}") from error
+    rounds = int(cleaned.pop("num_boost_round", settings.num_boost_round))
+    patience = int(cleaned.pop("early_stopping_rounds", settings.early_stopping_rounds))
+    params = {
+        "objective": "binary:logistic",
+        "eval_metric": ["logloss", "auc"],
+        "tree_method": "hist",
+        "device": device,
+        "max_depth": settings.max_depth,
+        "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
+        "nthread": os.cpu_count() or 1,
+        **cleaned,
+    }
+    return params, rounds, patience
+
+
+def fit_booster(
+    train: pd.DataFrame, validation: pd.DataFrame, spec: FeatureSpec, params: dict[str, Any], rounds: int, patience: int
+) -> tuple[xgb.Booster, dict[str, dict[str, list[float]]]]:
+    """The bare training call (also what the benchmark compares against ``xgboost.train``)."""
+    import xgboost as xgb
+
+    dtrain, dvalid = spec.dmatrix(train), spec.dmatrix(validation)
+    history: dict[str, dict[str, list[float]]] = {}
+    booster = xgb.train(
+        params,
+        dtrain,
+        num_boost_round=rounds,
+        evals=[(dtrain, "train"), (dvalid, "validation")],
+        early_stopping_rounds=patience,
+        evals_result=history,
+        verbose_eval=False,
+    )
+    return booster, history
+
+
+def git_commit() -> str:
+    """The deployed code's commit: ``CT_GIT_COMMIT`` (set by images), else ``git rev-parse``."""
+    if os.environ.get("CT_GIT_COMMIT"):
+        return os.environ["CT_GIT_COMMIT"]
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).parent,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=5,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["xgboost", "mlflow", "pandas", "numpy", "scikit-learn", "great_expectations", "apache-airflow"]
+    found = {}
+    for name in names:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found
+
+
+def find_existing_run(settings: Settings, dag_run_id: str, data_hash: str) -> str | None:
+    """A finished training run for this DAG run and data (so a re-run trains nothing new)."""
+    import mlflow
+
+    experiment = mlflow.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`ct.dag_run_id` = '{_quote(dag_run_id)}' and tags.`ct.data_hash` = '{data_hash}' "
+        "and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0].info.run_id if runs else None
+
+
+def _quote(value: str) -> str:
+    return value.replace("'", "\\'")
+
+
+def train_challenger(
+    client: S3Client,
+    settings: Settings,
+    data: dict[str, Any],
+    dag_run_id: str,
+    overrides: dict[str, Any] | None = None,
+    reason: str = "manual",
+    device_probe: Any = cuda_device_count,
+) -> dict[str, Any]:
+    """Train, log to MLflow, and return ``{run_id, model_uri, device, ...}`` (small, for XCom)."""
+    import mlflow
+    from mlflow.entities import Metric
+    from mlflow.models import infer_signature
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    existing = find_existing_run(settings, dag_run_id, data["data_hash"])
+    if existing:
+        log.info("DAG run %s already trained run %s on data %s: reusing it", dag_run_id, existing, data["data_hash"])
+        return _run_summary(existing)
+
+    device, why = select_device(device_probe)
+    log.info("training on %s: %s", device, why)
+    params, rounds, patience = training_params(settings, overrides, device)
+    train = read_split(client, settings, data["train_uri"])
+    validation = read_split(client, settings, data["validation_uri"])
+    spec = FeatureSpec.from_frame(train, settings)
+    started = time.perf_counter()
+    booster, history = fit_booster(train, validation, spec, params, rounds, patience)
+    fit_seconds = time.perf_counter() - started
+
+    mlflow.set_experiment(settings.mlflow_experiment)
+    tags = {
+        "ct.dag_run_id": dag_run_id,
+        "ct.data_hash": data["data_hash"],
+        "ct.reason": reason[:500],
+        "ct.device": device,
+        "ct.device_reason": why,
+        "mlflow.source.git.commit": git_commit(),
+        "ct.role": "challenger",
+    }
+    with mlflow.start_run(run_name=f"challenger {data['data_hash'][:8]}", tags=tags) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(
+            {
+                **{k: v for k, v in params.items() if k != "eval_metric"},
+                "num_boost_round": rounds,
+                "early_stopping_rounds": patience,
+                "train_rows": len(train),
+                "validation_rows": len(validation),
+            }
+        )
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(f"{split}_{name}", float(value), now, step)
+            for split, by_metric in history.items()
+            for name, values in by_metric.items()
+            for step, value in enumerate(values)
+        ]
+        tracking = mlflow.MlflowClient()
+        for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            tracking.log_batch(run_id, metrics=metrics[start : start + 1000])
+        best = int(getattr(booster, "best_iteration", rounds - 1))
+        mlflow.log_metrics(
+            {
+                "best_iteration": best,
+                "fit_seconds": fit_seconds,
+                "best_validation_auc": float(history["validation"]["auc"][best]),
+            }
+        )
+
+        features = train[list(spec.feature_names)]
+        # MLflow's signature and example describe what the booster consumes (the encoded matrix), so
+        # the stock xgboost pyfunc flavor can score them; feature_spec.json maps raw rows to it.
+        example = spec.encoded_frame(features.head(5))
+        signature = infer_signature(example, booster.inplace_predict(example.to_numpy()))
+        with tempfile.TemporaryDirectory() as tmp:
+            spec_path = Path(tmp) / FEATURE_SPEC_FILE
+            spec_path.write_text(json.dumps(spec.to_dict(), indent=2))
+            reference = features.sample(
+                n=min(settings.reference_sample_rows, len(features)), random_state=settings.seed
+            )
+            reference_path = Path(tmp) / "reference.parquet"
+            reference.to_parquet(reference_path, index=False)
+            mlflow.log_artifact(str(reference_path), artifact_path="reference")
+            mlflow.xgboost.log_model(
+                booster,
+                name=MODEL_NAME_IN_RUN,
+                model_format="ubj",
+                signature=signature,
+                input_example=example,
+                extra_files=[str(spec_path)],
+            )
+        mlflow.log_dict(read_manifest_dict(client, settings, data["manifest_uri"]), "data/manifest.json")
+        mlflow.log_dict(library_versions(), "environment/versions.json")
+    log.info("trained run %s on %s in %.1fs (best iteration %d)", run_id, device, fit_seconds, best)
+    return _run_summary(run_id)
+
+
+def read_manifest_dict(client: S3Client, settings: Settings, uri: str) -> dict[str, Any]:
+    from include.continuous_training.storage import get_json
+
+    manifest = get_json(client, settings.s3_bucket, key_of(settings, uri))
+    if manifest is None:
+        raise TrainingDataError(f"{uri} is missing")
+    return dict(manifest)
+
+
+def _run_summary(run_id: str) -> dict[str, Any]:
+    import mlflow
+
+    run = mlflow.MlflowClient().get_run(run_id)
+    return {
+        "run_id": run_id,
+        "model_uri": f"runs:/{run_id}/{MODEL_NAME_IN_RUN}",
+        "device": run.data.tags.get("ct.device"),
+        "best_iteration": int(run.data.metrics.get("best_iteration", -1)),
+        "fit_seconds": run.data.metrics.get("fit_seconds"),
+        "data_hash": run.data.tags.get("ct.data_hash"),
+    }
