@@ -99,8 +99,8 @@ def generate_batch(spec: BatchSpec) -> pd.DataFrame:
         + 0.15 * tx_24h
     )
     shifted = 1.6 * new_card + 1.4 * night + 0.9 * (channel == "atm") - 0.4 * merchant + 0.15 * tx_24h
-    signal = (1 - spec.concept_drift) * original + spec.concept_drift * shifted
-    signal = signal + rng.normal(0, 0.5, size=n)
+    signal = 2.0 * ((1 - spec.concept_drift) * original + spec.concept_drift * shifted)
+    signal = signal + rng.normal(0, 0.3, size=n)
     intercept = _solve_intercept(signal, spec.fraud_rate)
     label = (rng.random(n) < 1 / (1 + np.exp(-(signal + intercept)))).astype(int)
 

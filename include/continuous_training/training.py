@@ -313,6 +313,18 @@ def fit_booster(
     return booster, history
 
 
+def run_reason(reason: str, run_type: Any, report_uri: str | None) -> str:
+    """Why this training run happened, in words for MLflow: the Param, else what triggered it."""
+    if reason:
+        return reason
+    if report_uri:
+        return f"drift detected (report {report_uri})"
+    kind = str(getattr(run_type, "value", run_type))
+    return {"asset_triggered": "new curated data", "scheduled": "weekly schedule", "manual": "manual trigger"}.get(
+        kind, kind
+    )
+
+
 def git_commit() -> str:
     """The deployed code's commit: ``CT_GIT_COMMIT`` (set by images), else ``git rev-parse``."""
     if os.environ.get("CT_GIT_COMMIT"):

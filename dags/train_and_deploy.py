@@ -1,0 +1,176 @@
+"""
+### Train and deploy
+
+Retrains the XGBoost classifier and promotes it only when it earns it.
+
+**Runs** when `ingest_new_data` curates a batch (the `curated_batches` Asset), every Monday 04:00 UTC,
+by hand (the trigger form shows the Params below), or from `monitor_drift` (conf carries the reason,
+the drift report URI and its decision). One run at a time.
+
+1. **assemble_training_data**: curated batches in the window → train / validation / holdout (the
+   newest rows), a data manifest with a content hash; only S3 URIs move on.
+2. **train_challenger**: XGBoost `hist` with early stopping, on queue and pool `gpu`; `device="cuda"`
+   when the worker sees a CUDA device, else `cpu` (the log says which and why). Logged to MLflow with
+   the model (UBJ), its feature spec, signature, input example, data manifest, git commit, library
+   versions and the reference sample for drift checks.
+3. **evaluate_challenger**: challenger and champion on the SAME holdout (ROC AUC, PR AUC, log loss,
+   Brier, accuracy/F1, per slice), paired bootstrap of the ROC AUC gain.
+4. **decide_promotion**: the gates (floor, not constant, beats champion, slices) → a decision record in
+   the log and in MLflow, then one branch:
+   - **register_challenger** → new model version aliased `challenger`, tagged with the decision, the
+     data manifest and this run → **promote_champion** (alias `champion` moves, the old one keeps
+     `previous_champion`);
+   - **reject_challenger** → nothing registered, champion untouched, the run tagged rejected, an alert;
+   - **report_dry_run** (Param `dry_run`) → the decision is recorded; nothing changes.
+
+Re-running a run never makes a second model version.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
+
+from include.continuous_training.assets import curated_batches_asset
+from include.continuous_training.config import load_settings
+from include.continuous_training.notifications import alert_on_failure
+from include.continuous_training.training import TUNABLE_PARAMS
+
+SETTINGS = load_settings()
+CURATED_BATCHES = curated_batches_asset(SETTINGS)
+HYPERPARAMETER_SCHEMA = {
+    name: {"type": "integer" if kind is int else "number"} for name, kind in TUNABLE_PARAMS.items()
+}
+
+
+@dag(
+    dag_id="train_and_deploy",
+    doc_md=__doc__,
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=[CURATED_BATCHES]),
+    start_date=datetime(2026, 11, 1, tzinfo=UTC),
+    catchup=False,
+    max_active_runs=1,
+    tags=["continuous-training", "training"],
+    params={
+        "reason": Param("", type="string", maxLength=500, description="Why this run (shown in MLflow)."),
+        "window_days": Param(
+            None, type=["null", "integer"], minimum=1, maximum=3650, description="Training window; empty = default."
+        ),
+        "hyperparameters": Param(
+            {},
+            type="object",
+            properties=HYPERPARAMETER_SCHEMA,
+            additionalProperties=False,
+            description='XGBoost overrides, e.g. {"max_depth": 8}.',
+        ),
+        "dry_run": Param(False, type="boolean", description="Decide and record; register and promote nothing."),
+        "report_uri": Param(None, type=["null", "string"], description="Set by monitor_drift: the drift report."),
+        "decision": Param(None, type=["null", "object"], description="Set by monitor_drift: its decision record."),
+    },
+    default_args={
+        "owner": "ml-platform",
+        "retries": 2,
+        "retry_delay": timedelta(minutes=2),
+        "on_failure_callback": alert_on_failure,
+    },
+)
+def train_and_deploy() -> None:
+    @task
+    def assemble_training_data(**context: Any) -> dict[str, Any]:
+        """Curated batches in the window → split URIs and the data manifest."""
+        from include.continuous_training.storage import s3_client_from_connection
+        from include.continuous_training.training import assemble_training_data as assemble
+
+        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+        return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+
+    @task(
+        queue=SETTINGS.gpu_queue,
+        pool=SETTINGS.gpu_pool,
+        execution_timeout=timedelta(minutes=SETTINGS.training_timeout_minutes),
+    )
+    def train_challenger(data: dict[str, Any], **context: Any) -> dict[str, Any]:
+        """XGBoost on cuda when visible, else cpu; everything logged to MLflow."""
+        from include.continuous_training.storage import s3_client_from_connection
+        from include.continuous_training.training import run_reason, train_challenger
+
+        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+        params = context["params"]
+        reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
+        return train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
+
+    @task
+    def evaluate_challenger(data: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+        """Challenger and champion on the same holdout."""
+        from include.continuous_training.evaluation import evaluate_challenger as evaluate
+        from include.continuous_training.storage import s3_client_from_connection
+
+        return evaluate(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data, model["model_uri"])
+
+    @task.branch
+    def decide_promotion(evaluation: dict[str, Any], model: dict[str, Any], **context: Any) -> str:
+        """Gates → decision record (logged here and in MLflow) → the branch to follow."""
+        from include.continuous_training.evaluation import decide_promotion as decide
+        from include.continuous_training.evaluation import log_decision
+
+        decision = decide(evaluation, SETTINGS, dry_run=context["params"]["dry_run"])
+        print(decision.summary())
+        log_decision(SETTINGS, model["run_id"], evaluation, decision)
+        context["ti"].xcom_push(key="decision", value=decision.as_dict())
+        if decision.dry_run:
+            return "report_dry_run"
+        return "register_challenger" if decision.promoted else "reject_challenger"
+
+    @task
+    def register_challenger(model: dict[str, Any], data: dict[str, Any], **context: Any) -> str:
+        """New model version aliased `challenger` (once per run), tagged with what justified it."""
+        from include.continuous_training.registry import register_challenger as register
+        from include.continuous_training.registry import tracking_client
+        from include.continuous_training.storage import s3_client_from_connection
+        from include.continuous_training.training import read_manifest_dict
+
+        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        manifest = read_manifest_dict(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
+        tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision, "ct.data_manifest": manifest}
+        return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_uri"], tags)
+
+    @task
+    def promote_champion(version: str) -> dict[str, str | None]:
+        """Alias `champion` → this version; the previous one keeps `previous_champion`."""
+        from include.continuous_training.registry import promote_champion as promote
+        from include.continuous_training.registry import tracking_client
+
+        return promote(tracking_client(SETTINGS), SETTINGS, version)
+
+    @task
+    def reject_challenger(model: dict[str, Any], **context: Any) -> None:
+        """Champion untouched; the run is tagged rejected and an alert says why."""
+        from include.continuous_training.notifications import send_alert
+        from include.continuous_training.registry import tracking_client
+
+        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        tracking_client(SETTINGS).set_tag(model["run_id"], "ct.rejected", "true")
+        send_alert(SETTINGS, f"Challenger rejected ({context['run_id']})", "; ".join(decision["reasons"]))
+
+    @task
+    def report_dry_run(model: dict[str, Any], **context: Any) -> None:
+        """Dry run: the decision is in the log and in MLflow; nothing is registered or promoted."""
+        from include.continuous_training.registry import tracking_client
+
+        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        tracking_client(SETTINGS).set_tag(model["run_id"], "ct.dry_run", "true")
+        outcome = "promoted" if decision["verdict"] == "promote" else "rejected"
+        print(f"dry run: the challenger would have been {outcome}; nothing changed")
+
+    data = assemble_training_data()
+    model = train_challenger(data)
+    evaluation = evaluate_challenger(data, model)
+    decision = decide_promotion(evaluation, model)
+    version = register_challenger(model, data)
+    chain(decision, [version, reject_challenger(model), report_dry_run(model)])
+    promote_champion(version)
+
+
+train_and_deploy()

@@ -1,0 +1,137 @@
+"""The MLflow model registry, through aliases (never the deprecated stages).
+
+- ``champion``: the version that serves (or, with no deployment target, the best gated model).
+- ``challenger``: the newest version that passed every gate.
+- ``previous_champion``: what ``champion`` pointed at before the last promotion (the rollback target).
+
+Models are loaded from XGBoost's own UBJ file plus ``feature_spec.json``: nothing downloaded is
+ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from include.continuous_training.config import Settings
+
+if TYPE_CHECKING:
+    import xgboost as xgb
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from include.continuous_training.training import FeatureSpec
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_CHAMPION = "previous_champion"
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # progress bars flood task logs
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    booster: xgb.Booster
+    spec: FeatureSpec
+    uri: str
+
+
+def tracking_client(settings: Settings) -> MlflowClient:
+    import mlflow
+
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    return mlflow.MlflowClient(tracking_uri=settings.mlflow_tracking_uri)
+
+
+def version_by_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as error:
+        if error.error_code in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"}:
+            return None
+        raise
+
+
+def load_model(model_uri: str) -> LoadedModel:
+    """Download a logged model and load ``model.ubj`` + ``feature_spec.json`` (no pickle)."""
+    import mlflow
+    import xgboost as xgb
+
+    from include.continuous_training.training import FEATURE_SPEC_FILE, FeatureSpec
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        model_files = list(local.glob("*.ubj")) + list(local.glob("*.json"))
+        model_file = next((p for p in model_files if p.name.startswith("model.")), None)
+        spec_file = local / "extra_files" / FEATURE_SPEC_FILE
+        if model_file is None or not spec_file.exists():
+            raise FileNotFoundError(f"{model_uri}: expected model.ubj and extra_files/{FEATURE_SPEC_FILE}")
+        booster = xgb.Booster()
+        booster.load_model(str(model_file))
+        spec = FeatureSpec.from_dict(json.loads(spec_file.read_text()))
+    return LoadedModel(booster=booster, spec=spec, uri=model_uri)
+
+
+def find_version_for_run(client: MlflowClient, name: str, run_id: str) -> ModelVersion | None:
+    versions = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
+
+
+def register_challenger(
+    client: MlflowClient,
+    settings: Settings,
+    run_id: str,
+    model_uri: str,
+    tags: dict[str, Any],
+) -> str:
+    """Register the run's model once (a re-run finds the same version) and alias it ``challenger``."""
+    from mlflow.exceptions import MlflowException
+
+    name = settings.model_name
+    try:
+        client.create_registered_model(name, description="Tabular binary classifier kept fresh by train_and_deploy")
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = find_version_for_run(client, name, run_id)
+    if version is None:
+        string_tags = {
+            k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in tags.items()
+        }
+        version = client.create_model_version(name, model_uri, run_id=run_id, tags=_truncate(string_tags))
+        log.info("registered %s version %s from run %s", name, version.version, run_id)
+    else:
+        log.info("run %s is already %s version %s: not registering again", run_id, name, version.version)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return str(version.version)
+
+
+def _truncate(tags: dict[str, str], limit: int = 5000) -> dict[str, str]:
+    """MLflow rejects tag values over its limit; keep the head and say it was cut."""
+    return {k: v if len(v) <= limit else v[: limit - 20] + "…[truncated]" for k, v in tags.items()}
+
+
+def promote_champion(client: MlflowClient, settings: Settings, version: str) -> dict[str, str | None]:
+    """Move ``champion`` to ``version``; the one it leaves keeps ``previous_champion``. Idempotent."""
+    name = settings.model_name
+    current = version_by_alias(client, name, CHAMPION)
+    previous = str(current.version) if current is not None else None
+    if previous == version:
+        log.info("%s version %s is already the champion", name, version)
+        kept = version_by_alias(client, name, PREVIOUS_CHAMPION)
+        return {"champion": version, "previous_champion": str(kept.version) if kept else None}
+    if previous is not None:
+        client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+    client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "ct.promoted", "true")
+    log.info("%s champion: version %s (was %s)", name, version, previous)
+    return {"champion": version, "previous_champion": previous}
