@@ -80,11 +80,17 @@ def train_and_deploy() -> None:
     @task
     def assemble_training_data(**context: Any) -> dict[str, Any]:
         """Curated batches in the window → split URIs and the data manifest."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from include.continuous_training.storage import s3_client_from_connection
+        from include.continuous_training.training import TrainingDataError
         from include.continuous_training.training import assemble_training_data as assemble
 
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
-        return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+        try:
+            return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+        except TrainingDataError as error:  # waiting and retrying does not make data appear
+            raise AirflowFailException(str(error)) from None
 
     @task(
         queue=SETTINGS.gpu_queue,
@@ -134,7 +140,7 @@ def train_and_deploy() -> None:
         decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
         manifest = read_manifest_dict(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
         tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision, "ct.data_manifest": manifest}
-        return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_uri"], tags)
+        return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
 
     @task
     def promote_champion(version: str) -> dict[str, str | None]:

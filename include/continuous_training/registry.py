@@ -90,10 +90,10 @@ def register_challenger(
     client: MlflowClient,
     settings: Settings,
     run_id: str,
-    model_uri: str,
+    model_id: str,
     tags: dict[str, Any],
 ) -> str:
-    """Register the run's model once (a re-run finds the same version) and alias it ``challenger``."""
+    """Register the run's logged model once (a re-run finds the same version); alias it ``challenger``."""
     from mlflow.exceptions import MlflowException
 
     name = settings.model_name
@@ -107,7 +107,9 @@ def register_challenger(
         string_tags = {
             k: v if isinstance(v, str) else json.dumps(v, sort_keys=True, default=str) for k, v in tags.items()
         }
-        version = client.create_model_version(name, model_uri, run_id=run_id, tags=_truncate(string_tags))
+        version = client.create_model_version(
+            name, f"models:/{model_id}", run_id=run_id, tags=_truncate(string_tags), model_id=model_id
+        )
         log.info("registered %s version %s from run %s", name, version.version, run_id)
     else:
         log.info("run %s is already %s version %s: not registering again", run_id, name, version.version)

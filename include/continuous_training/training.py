@@ -459,7 +459,7 @@ def train_challenger(
             reference_path = Path(tmp) / "reference.parquet"
             reference.to_parquet(reference_path, index=False)
             mlflow.log_artifact(str(reference_path), artifact_path="reference")
-            mlflow.xgboost.log_model(
+            model_info = mlflow.xgboost.log_model(
                 booster,
                 name=MODEL_NAME_IN_RUN,
                 model_format="ubj",
@@ -467,6 +467,7 @@ def train_challenger(
                 input_example=example,
                 extra_files=[str(spec_path)],
             )
+        mlflow.set_tag("ct.model_id", model_info.model_id)
         mlflow.log_dict(read_manifest_dict(client, settings, data["manifest_uri"]), "data/manifest.json")
         mlflow.log_dict(library_versions(), "environment/versions.json")
     log.info("trained run %s on %s in %.1fs (best iteration %d)", run_id, device, fit_seconds, best)
@@ -486,9 +487,11 @@ def _run_summary(run_id: str) -> dict[str, Any]:
     import mlflow
 
     run = mlflow.MlflowClient().get_run(run_id)
+    model_id = run.data.tags["ct.model_id"]
     return {
         "run_id": run_id,
-        "model_uri": f"runs:/{run_id}/{MODEL_NAME_IN_RUN}",
+        "model_id": model_id,
+        "model_uri": f"models:/{model_id}",
         "device": run.data.tags.get("ct.device"),
         "best_iteration": int(run.data.metrics.get("best_iteration", -1)),
         "fit_seconds": run.data.metrics.get("fit_seconds"),

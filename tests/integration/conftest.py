@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 
@@ -11,26 +12,33 @@ class DagRunOutcome:
     state: str
     task_states: dict[tuple[str, int], str]  # (task_id, map_index) -> state
     rendered_map_index: dict[tuple[str, int], str | None]
+    run_id: str
 
     def states_of(self, task_id: str) -> dict[int, str]:
         return {index: state for (tid, index), state in self.task_states.items() if tid == task_id}
 
 
-def run_dag(dagbag: Any, dag_id: str, run_conf: dict[str, Any] | None = None) -> DagRunOutcome:
-    """Run one DAG run in-process against the real services and read back what the DB recorded."""
+def run_dag(
+    dagbag: Any, dag_id: str, run_conf: dict[str, Any] | None = None, logical_date: datetime | None = None
+) -> DagRunOutcome:
+    """Run one DAG run in-process against the real services and read back what the DB recorded.
+
+    The same ``logical_date`` twice re-runs the same DAG run (Airflow clears and reuses it).
+    """
     from airflow.models.taskinstance import TaskInstance
     from airflow.utils.session import create_session
     from sqlalchemy import select
 
     dag = dagbag.dags[dag_id]
-    dag_run = dag.test(run_conf=run_conf)
+    when = {"logical_date": logical_date, "run_after": logical_date} if logical_date else {}
+    dag_run = dag.test(run_conf=run_conf, **when)
     with create_session() as session:
         instances = session.scalars(
             select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == dag_run.run_id)
         ).all()
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in instances}
         names = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in instances}
-    return DagRunOutcome(str(dag_run.state), states, names)
+    return DagRunOutcome(str(dag_run.state), states, names, dag_run.run_id)
 
 
 def asset_events(asset_name: str) -> list[dict[str, Any]]:
@@ -46,6 +54,17 @@ def asset_events(asset_name: str) -> list[dict[str, Any]]:
             .where(AssetModel.name == asset_name)
         ).all()
         return [dict(row.extra or {}) for row in sorted(rows, key=lambda r: r.id)]
+
+
+def land_and_curate(s3: Any, settings: Any, batches: dict[str, Any]) -> None:
+    """Drop batches in landing/ and take them in with the ingest library (what ingest_new_data does)."""
+    from include.continuous_training.datasets import to_bytes
+    from include.continuous_training.ingestion import find_new_objects, ingest_object
+
+    for name, frame in batches.items():
+        s3.put_object(Bucket=settings.s3_bucket, Key=settings.landing_prefix + name, Body=to_bytes(frame, "parquet"))
+    for ref in find_new_objects(s3, settings):
+        ingest_object(s3, settings, ref, run_id="test-ingest")
 
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
