@@ -13,13 +13,35 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 HEAVY = ["pandas", "numpy", "xgboost", "sklearn", "mlflow", "great_expectations", "evidently", "pyarrow"]
-EXPECTED_SCHEDULES = {"ingest_new_data": "0 * * * *"}
+EXPECTED_SCHEDULES = {"ingest_new_data": "0 * * * *", "train_and_deploy": "0 4 * * 1"}
 EXPECTED_STRUCTURE = {
     "ingest_new_data": {
         "wait_for_new_data": {"ingest_batch"},
         "ingest_batch": set(),
     },
+    "train_and_deploy": {
+        "assemble_training_data": {"train_challenger", "evaluate_challenger", "register_challenger"},
+        "train_challenger": {
+            "evaluate_challenger",
+            "decide_promotion",
+            "register_challenger",
+            "reject_challenger",
+            "report_dry_run",
+        },
+        "evaluate_challenger": {"decide_promotion"},
+        "decide_promotion": {"register_challenger", "reject_challenger", "report_dry_run"},
+        "register_challenger": {"promote_champion"},
+        "promote_champion": set(),
+        "reject_challenger": set(),
+        "report_dry_run": set(),
+    },
 }
+
+
+def _cron(dag) -> str | None:
+    """The cron of a time schedule, also inside an asset-or-time schedule."""
+    timetable = getattr(dag.timetable, "timetable", dag.timetable)
+    return getattr(timetable, "expression", None)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +70,7 @@ def test_operational_defaults(dagbag, dag_id):
     assert dag.catchup is False
     assert dag.start_date is not None
     assert dag.start_date.tzinfo is not None
-    assert getattr(dag.timetable, "expression", None) == EXPECTED_SCHEDULES[dag_id]
+    assert _cron(dag) == EXPECTED_SCHEDULES[dag_id]
     assert dag.max_active_runs == 1
     for task in dag.tasks:
         assert task.owner == "ml-platform", task.task_id
@@ -61,6 +83,26 @@ def test_structure(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     structure = {task.task_id: set(task.downstream_task_ids) for task in dag.tasks}
     assert structure == EXPECTED_STRUCTURE[dag_id]
+
+
+def test_training_runs_on_new_curated_data_or_weekly(dagbag):
+    dag = dagbag.dags["train_and_deploy"]
+    assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+    assert [asset.name for asset in dag.timetable.asset_condition.objects] == ["curated_batches"]
+
+
+def test_training_task_runs_on_the_gpu_queue_and_pool_with_a_timeout(dagbag):
+    task = dagbag.dags["train_and_deploy"].get_task("train_challenger")
+    assert task.queue == "gpu"
+    assert task.pool == "gpu"
+    assert task.execution_timeout is not None
+
+
+def test_training_params_are_typed_for_the_trigger_form(dagbag):
+    params = dagbag.dags["train_and_deploy"].params
+    assert set(params.keys()) == {"reason", "window_days", "hyperparameters", "dry_run", "report_uri", "decision"}
+    assert params.get_param("dry_run").schema["type"] == "boolean"
+    assert params.get_param("hyperparameters").schema["additionalProperties"] is False
 
 
 def test_ingest_sensor_is_deferrable_and_skips_when_idle(dagbag):

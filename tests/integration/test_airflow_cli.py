@@ -10,20 +10,24 @@ from pathlib import Path
 import pytest
 
 from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
-from tests.integration.conftest import keys_under
+from tests.integration.conftest import keys_under, land_and_curate
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_IDS = sorted(p.stem for p in (ROOT / "dags").glob("*.py"))
 
-# What each DAG needs to find in S3 for a meaningful run (not just a skipped sensor).
-SEEDS = {
-    "ingest_new_data": lambda s3, settings: s3.put_object(
-        Bucket=settings.s3_bucket,
-        Key=settings.landing_prefix + "cli/batch.csv",
-        Body=to_bytes(generate_batch(BatchSpec(rows=500, seed=31)), "csv"),
-    )
-}
-PRODUCES = {"ingest_new_data": lambda settings: settings.curated_prefix}
+
+# What each DAG needs to find in S3 for a meaningful run (not just a skipped sensor), and where it writes.
+def _landing_batch(s3, settings):
+    body = to_bytes(generate_batch(BatchSpec(rows=500, seed=31)), "csv")
+    s3.put_object(Bucket=settings.s3_bucket, Key=settings.landing_prefix + "cli/batch.csv", Body=body)
+
+
+def _curated_batches(s3, settings):
+    land_and_curate(s3, settings, {"cli/train.parquet": generate_batch(BatchSpec(rows=4000, seed=32))})
+
+
+SEEDS = {"ingest_new_data": _landing_batch, "train_and_deploy": _curated_batches}
+PRODUCES = {"ingest_new_data": "curated/", "train_and_deploy": "training/"}
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)
@@ -39,4 +43,4 @@ def test_airflow_dags_test_cli_succeeds(dag_id, empty_bucket, airflow_db, s3, se
     tail = (result.stdout + result.stderr)[-4000:]
     assert result.returncode == 0, tail
     assert "DagRun Finished" in tail
-    assert keys_under(s3, settings.s3_bucket, PRODUCES[dag_id](settings)), f"{dag_id} produced nothing"
+    assert keys_under(s3, settings.s3_bucket, PRODUCES[dag_id]), f"{dag_id} produced nothing"

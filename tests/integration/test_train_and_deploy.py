@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from include.continuous_training.datasets import BatchSpec, generate_batch
-from tests.integration.conftest import land_and_curate, run_dag
+from tests.integration.conftest import Webhook, land_and_curate, run_dag
 
 DAG_ID = "train_and_deploy"
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
@@ -17,8 +17,15 @@ SABOTAGED = {"max_depth": 1, "num_boost_round": 1}  # one stump: a deliberately 
 
 
 @pytest.fixture
-def training(monkeypatch, empty_bucket, airflow_db):
-    """A fresh registered-model name and experiment, and the DAGs parsed with them."""
+def webhook():
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+@pytest.fixture
+def training(monkeypatch, empty_bucket, airflow_db, webhook):
+    """A fresh registered-model name and experiment, alerts to a loopback webhook, the DAGs parsed with them."""
     from airflow.dag_processing.dagbag import DagBag
 
     from include.continuous_training.config import load_settings
@@ -29,6 +36,7 @@ def training(monkeypatch, empty_bucket, airflow_db):
     monkeypatch.setenv("CT_MODEL_NAME", f"fraud-{suffix}")
     monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", f"ct-test-{suffix}")
     monkeypatch.setenv("CT_BOOTSTRAP_SAMPLES", "300")
+    monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", webhook.url)
     settings = load_settings()
     return DagBag(dag_folder=str(DAGS_FOLDER)), settings, tracking_client(settings)
 
@@ -51,7 +59,7 @@ def _decision(client, run_id: str) -> dict:
     return client.get_run(run_id).data.tags
 
 
-def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(training, s3):
+def test_first_champion_then_a_better_one_then_a_worse_one_is_rejected(training, s3, webhook):
     dagbag, settings, client = training
     name = settings.model_name
     # The first model learns a fraud pattern that no longer holds by the time new data arrives.
@@ -123,8 +131,11 @@ def test_rerunning_the_same_dag_run_makes_no_second_version(training, s3):
     assert len(client.search_runs([experiment.experiment_id])) == 1
 
 
-def test_no_curated_data_fails_with_a_clear_reason(training):
+def test_no_curated_data_fails_at_once_with_a_clear_alert(training, webhook):
     dagbag, _, _ = training
     outcome = run_dag(dagbag, DAG_ID)
     assert outcome.state == "failed"
     assert outcome.states_of("assemble_training_data") == {-1: "failed"}
+    [alert] = webhook.texts()
+    assert "Task failed: train_and_deploy.assemble_training_data" in alert
+    assert "no curated batches yet" in alert
