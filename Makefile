@@ -1,6 +1,7 @@
 # Continuous training — one entry point for developers and CI.
 #   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
+#   make bench       training task vs. bare xgboost.train on the same data (ratios)
 #   make services-up / services-down / services-status   the loopback S3 + MLflow stack
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -10,10 +11,10 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv lint test test-fast test-integration services-up services-down services-status clean
+.PHONY: help venv lint test test-fast test-integration bench services-up services-down services-status clean
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,6p' Makefile
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version)'
@@ -37,6 +38,9 @@ test-fast: venv
 
 test-integration: venv
 	$(BIN)/pytest -m integration
+
+bench: venv
+	$(BIN)/python -m benchmarks.bench_training --rows 100000 --repeats 3
 
 services-up: venv
 	$(BIN)/python -m include.continuous_training.services up

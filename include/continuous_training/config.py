@@ -68,6 +68,8 @@ DEFAULT_NUMERIC_COLUMNS = (
     "merchant_risk_score",
 )
 DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
+# "none": a gated challenger becomes champion directly (no serving endpoint configured yet).
+DEPLOYMENT_TARGETS = ("none",)
 
 
 def _prefix(value: str) -> str:
@@ -147,6 +149,8 @@ class Settings:
             raise ValueError(
                 "CT_HOLDOUT_FRACTION and CT_VALIDATION_FRACTION must be in (0, 1) and leave rows to train on"
             )
+        if self.deployment_target not in DEPLOYMENT_TARGETS:
+            raise ValueError(f"CT_DEPLOYMENT_TARGET {self.deployment_target!r}: expected one of {DEPLOYMENT_TARGETS}")
         if self.slice_column and self.slice_column not in self.categorical_columns:
             raise ValueError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 

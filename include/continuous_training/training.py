@@ -96,11 +96,13 @@ class FeatureSpec:
     def matrix(self, frame: pd.DataFrame) -> np.ndarray:
         """The float32 feature matrix for ``frame`` (missing or unknown values are NaN)."""
         import numpy as np
+        import pandas as pd
 
         columns = [frame[c].to_numpy(dtype=np.float32, na_value=np.nan) for c in self.numeric]
         for column, values in self.categories.items():
-            lookup = {value: float(code) for code, value in enumerate(values)}
-            columns.append(np.fromiter((lookup.get(str(v), np.nan) for v in frame[column]), np.float32, len(frame)))
+            codes = pd.Categorical(frame[column].astype("string"), categories=values).codes.astype(np.float32)
+            codes[codes < 0] = np.nan  # unknown or missing category
+            columns.append(codes)
         return np.column_stack(columns) if columns else np.empty((len(frame), 0), np.float32)
 
     def encoded_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -342,6 +344,12 @@ def git_commit() -> str:
         return "unknown"
 
 
+def xgb_version() -> str:
+    from importlib.metadata import version
+
+    return version("xgboost")
+
+
 def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -466,6 +474,8 @@ def train_challenger(
                 signature=signature,
                 input_example=example,
                 extra_files=[str(spec_path)],
+                # Stated, not inferred: inference re-loads the model in a subprocess (seconds per run).
+                pip_requirements=[f"xgboost=={xgb_version()}", f"mlflow=={mlflow.__version__}"],
             )
         mlflow.set_tag("ct.model_id", model_info.model_id)
         mlflow.log_dict(read_manifest_dict(client, settings, data["manifest_uri"]), "data/manifest.json")

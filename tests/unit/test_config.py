@@ -55,6 +55,7 @@ def test_settings_are_frozen():
         ({"CT_NUMERIC_COLUMNS": "amount,channel"}, "both categorical and numeric"),
         ({"CT_NUMERIC_COLUMNS": "amount,is_fraud"}, "cannot be features"),
         ({"CT_SLICE_COLUMN": "amount"}, "must be one of the categorical columns"),
+        ({"CT_DEPLOYMENT_TARGET": "kubernetes"}, "CT_DEPLOYMENT_TARGET"),
         ({"CT_HOLDOUT_FRACTION": "0.5", "CT_VALIDATION_FRACTION": "0.45"}, "leave rows to train on"),
     ],
 )

@@ -1,0 +1,110 @@
+"""How much the train_challenger task costs on top of a bare ``xgboost.train`` on the same data.
+
+Starts the loopback services, curates one generated batch, assembles the splits, then times in one
+process, alternating, ``--repeats`` times each:
+
+- ``bare``: ``xgboost.train`` with the same params on DMatrices built in memory (the baseline);
+- ``fit``: our ``fit_booster`` (feature encoding + DMatrix + train), data already in memory;
+- ``task``: the whole ``train_challenger`` (read splits from S3, fit, log params / per-round metrics /
+  model / reference sample / manifest to MLflow), each time as a new DAG run.
+
+Figures are ratios against ``bare`` measured in the same run (these machines are noisy).
+
+    python -m benchmarks.bench_training --rows 100000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    import xgboost as xgb
+
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+    from include.continuous_training.ingestion import find_new_objects, ingest_object
+    from include.continuous_training.services import LocalServices
+    from include.continuous_training.storage import s3_client
+    from include.continuous_training.training import (
+        FeatureSpec,
+        assemble_training_data,
+        fit_booster,
+        read_split,
+        select_device,
+        train_challenger,
+        training_params,
+    )
+
+    with tempfile.TemporaryDirectory() as tmp, LocalServices(state_dir=Path(tmp)) as services:
+        os.environ.update(services.env())
+        suffix = uuid.uuid4().hex[:6]
+        settings = dataclasses.replace(
+            load_settings(), model_name=f"bench-{suffix}", mlflow_experiment=f"bench-{suffix}"
+        )
+        s3 = s3_client(settings)
+        frame = generate_batch(BatchSpec(rows=args.rows, seed=1, start=datetime(2026, 11, 1, tzinfo=UTC), hours=24 * 7))
+        s3.put_object(
+            Bucket=settings.s3_bucket, Key=settings.landing_prefix + "bench.parquet", Body=to_bytes(frame, "parquet")
+        )
+        for ref in find_new_objects(s3, settings):
+            ingest_object(s3, settings, ref, run_id="bench")
+        data = assemble_training_data(s3, settings)
+        train = read_split(s3, settings, data["train_uri"])
+        validation = read_split(s3, settings, data["validation_uri"])
+        device, why = select_device()
+        params, rounds, patience = training_params(settings, None, device)
+        spec = FeatureSpec.from_frame(train, settings)
+        dtrain, dvalid = spec.dmatrix(train), spec.dmatrix(validation)
+
+        def bare() -> None:
+            xgb.train(
+                params,
+                dtrain,
+                rounds,
+                evals=[(dtrain, "train"), (dvalid, "validation")],
+                early_stopping_rounds=patience,
+                verbose_eval=False,
+            )
+
+        def fit() -> None:
+            fit_booster(train, validation, spec, params, rounds, patience)
+
+        def task() -> None:
+            train_challenger(s3, settings, data, dag_run_id=f"bench-{uuid.uuid4().hex}")
+
+        timings: dict[str, list[float]] = {"bare": [], "fit": [], "task": []}
+        for _ in range(args.repeats):
+            for name, call in (("bare", bare), ("fit", fit), ("task", task)):
+                started = time.perf_counter()
+                call()
+                timings[name].append(time.perf_counter() - started)
+
+    base = statistics.median(timings["bare"])
+    print(
+        f"rows={args.rows} (train {data['rows']['train']}, validation {data['rows']['validation']}), "
+        f"device={device} ({why}), repeats={args.repeats}"
+    )
+    for name, values in timings.items():
+        median = statistics.median(values)
+        print(
+            f"{name:5s} median {median:7.2f}s  ratio vs bare {median / base:5.2f}x  "
+            f"runs {[round(v, 2) for v in values]}"
+        )
+
+
+if __name__ == "__main__":
+    main()
