@@ -42,7 +42,15 @@ This module is imported by DAG files at parse time, so it uses the standard libr
 | ``CT_SLICE_COLUMN`` | ``channel`` | categorical column whose slices are compared |
 | ``CT_SLICE_TOLERANCE`` / ``CT_MIN_SLICE_ROWS`` | ``0.02`` / ``200`` | max slice AUC loss; tiny slices ungated |
 | ``CT_DECISION_THRESHOLD`` | ``0.5`` | score threshold for accuracy / F1 |
-| ``CT_DEPLOYMENT_TARGET`` | ``none`` | ``none``: promotion moves the champion alias directly |
+| ``CT_DEPLOYMENT_TARGET`` | ``local`` | ``local``: the serving endpoint; ``none``: promote without deploying |
+| ``CT_SERVING_URL`` | ``http://127.0.0.1:8000`` | where deploy / smoke-test tasks reach the endpoint |
+| ``CT_SERVING_ADMIN_TOKEN`` | empty (admin routes refuse all) | bearer token for ``/admin/*``; a secret |
+| ``CT_SERVING_WORKERS`` | ``2`` | uvicorn worker processes |
+| ``CT_SERVING_STATE_DIR`` | ``.services/serving`` | desired version and worker heartbeats shared by the workers |
+| ``CT_SERVING_MAX_BATCH`` / ``CT_SERVING_MAX_BODY_BYTES`` | ``1000`` / ``1048576`` | request limits |
+| ``CT_INFERENCE_FLUSH_ROWS`` / ``CT_INFERENCE_FLUSH_SECONDS`` | ``1000`` / ``5`` | inference log flush triggers |
+| ``CT_INFERENCE_BUFFER_ROWS`` | ``100000`` | rows kept while S3 is down; beyond: dropped and counted |
+| ``CT_SMOKE_REQUESTS`` / ``CT_SMOKE_P99_MS`` | ``200`` / ``250`` | smoke test size and latency budget |
 | ``CT_ALERT_WEBHOOK_URL`` | empty | optional Slack-compatible webhook for alerts (always logged) |
 | ``CT_GPU_QUEUE`` / ``CT_GPU_POOL`` | ``gpu`` / ``gpu`` | where training runs |
 | ``CT_TRAINING_TIMEOUT_MINUTES`` | ``120`` | ``execution_timeout`` of the training task |
@@ -53,7 +61,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -68,8 +76,8 @@ DEFAULT_NUMERIC_COLUMNS = (
     "merchant_risk_score",
 )
 DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
-# "none": a gated challenger becomes champion directly (no serving endpoint configured yet).
-DEPLOYMENT_TARGETS = ("none",)
+# "local": this package's endpoint; "sagemaker": a SageMaker endpoint; "none": promote without deploying.
+DEPLOYMENT_TARGETS = ("local", "sagemaker", "none")
 
 
 def _prefix(value: str) -> str:
@@ -126,7 +134,18 @@ class Settings:
     slice_tolerance: float = 0.02
     min_slice_rows: int = 200
     decision_threshold: float = 0.5
-    deployment_target: str = "none"
+    deployment_target: str = "local"
+    serving_url: str = "http://127.0.0.1:8000"
+    serving_admin_token: str | None = field(default=None, repr=False)
+    serving_workers: int = 2
+    serving_state_dir: Path = Path(".services/serving")
+    serving_max_batch: int = 1000
+    serving_max_body_bytes: int = 1024 * 1024
+    inference_flush_rows: int = 1000
+    inference_flush_seconds: float = 5.0
+    inference_buffer_rows: int = 100_000
+    smoke_requests: int = 200
+    smoke_p99_ms: float = 250.0
     alert_webhook_url: str | None = None
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
@@ -212,6 +231,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         min_slice_rows=int(get("CT_MIN_SLICE_ROWS", str(defaults.min_slice_rows))),
         decision_threshold=float(get("CT_DECISION_THRESHOLD", str(defaults.decision_threshold))),
         deployment_target=get("CT_DEPLOYMENT_TARGET", defaults.deployment_target),
+        serving_url=get("CT_SERVING_URL", defaults.serving_url).rstrip("/"),
+        serving_admin_token=env.get("CT_SERVING_ADMIN_TOKEN") or None,
+        serving_workers=int(get("CT_SERVING_WORKERS", str(defaults.serving_workers))),
+        serving_state_dir=Path(get("CT_SERVING_STATE_DIR", str(defaults.serving_state_dir))),
+        serving_max_batch=int(get("CT_SERVING_MAX_BATCH", str(defaults.serving_max_batch))),
+        serving_max_body_bytes=int(get("CT_SERVING_MAX_BODY_BYTES", str(defaults.serving_max_body_bytes))),
+        inference_flush_rows=int(get("CT_INFERENCE_FLUSH_ROWS", str(defaults.inference_flush_rows))),
+        inference_flush_seconds=float(get("CT_INFERENCE_FLUSH_SECONDS", str(defaults.inference_flush_seconds))),
+        inference_buffer_rows=int(get("CT_INFERENCE_BUFFER_ROWS", str(defaults.inference_buffer_rows))),
+        smoke_requests=int(get("CT_SMOKE_REQUESTS", str(defaults.smoke_requests))),
+        smoke_p99_ms=float(get("CT_SMOKE_P99_MS", str(defaults.smoke_p99_ms))),
         alert_webhook_url=env.get("CT_ALERT_WEBHOOK_URL") or None,
         gpu_queue=get("CT_GPU_QUEUE", defaults.gpu_queue),
         gpu_pool=get("CT_GPU_POOL", defaults.gpu_pool),

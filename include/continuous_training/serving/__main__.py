@@ -1,0 +1,42 @@
+"""Run the endpoint: ``python -m include.continuous_training.serving [--host H] [--port P] [--workers N]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+from urllib.parse import urlparse
+
+from include.continuous_training.config import load_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    settings = load_settings()
+    default_port = urlparse(settings.serving_url).port or 8000
+    parser = argparse.ArgumentParser(prog="python -m include.continuous_training.serving", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    parser.add_argument("--port", type=int, default=default_port)
+    parser.add_argument("--workers", type=int, default=settings.serving_workers)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Metrics and heartbeats of a previous run would be counted as live workers: start clean.
+    for stale in ("prometheus", "workers"):
+        shutil.rmtree(settings.serving_state_dir / stale, ignore_errors=True)
+    (settings.serving_state_dir / "workers").mkdir(parents=True, exist_ok=True)
+    uvicorn.run(
+        "include.continuous_training.serving.app:create_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
