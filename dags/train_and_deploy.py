@@ -18,8 +18,12 @@ the drift report URI and its decision). One run at a time.
 4. **decide_promotion**: the gates (floor, not constant, beats champion, slices) → a decision record in
    the log and in MLflow, then one branch:
    - **register_challenger** → new model version aliased `challenger`, tagged with the decision, the
-     data manifest and this run → **promote_champion** (alias `champion` moves, the old one keeps
-     `previous_champion`);
+     data manifest and this run → **deploy_challenger** (the endpoint loads it beside the old model and
+     swaps atomically) → **smoke_test** (golden set over HTTP equals offline predictions, p99 within
+     budget, zero errors) → **promote_champion** (alias `champion` moves, the old one keeps
+     `previous_champion`). Deploy or smoke test fails → **rollback_deployment** puts the endpoint back
+     on the champion, aliases unchanged, the run fails and an alert fires. With
+     `CT_DEPLOYMENT_TARGET=none` the deploy steps skip and the champion alias moves directly;
    - **reject_challenger** → nothing registered, champion untouched, the run tagged rejected, an alert;
    - **report_dry_run** (Param `dry_run`) → the decision is recorded; nothing changes.
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, chain, dag, task
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, chain, dag, task
 
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings
@@ -143,6 +147,49 @@ def train_and_deploy() -> None:
         return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
 
     @task
+    def deploy_challenger(version: str) -> dict[str, str | None]:
+        """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from include.continuous_training.deployment import target_for
+        from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
+
+        if SETTINGS.deployment_target == "none":
+            raise AirflowSkipException("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
+        champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
+        target_for(SETTINGS).deploy(version)
+        return {"version": version, "previous": str(champion.version) if champion else None}
+
+    @task(retries=0)
+    def smoke_test(deployment: dict[str, str | None], data: dict[str, Any]) -> dict[str, Any]:
+        """Golden set over HTTP: equal to offline predictions, p99 within budget, zero errors."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from include.continuous_training.deployment import run_smoke_test
+        from include.continuous_training.storage import s3_client_from_connection
+
+        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+        report = run_smoke_test(s3, SETTINGS, data, str(deployment["version"]))
+        print(f"smoke test of version {deployment['version']}: {report.reason()}")
+        if not report.passed:
+            raise AirflowFailException(f"smoke test failed for version {deployment['version']}: {report.reason()}")
+        return report.as_dict()
+
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=20))
+    def rollback_deployment(**context: Any) -> str | None:
+        """Deploy or smoke test failed: put the endpoint back on the champion (aliases never moved)."""
+        from include.continuous_training.deployment import rollback_to_champion
+        from include.continuous_training.notifications import send_alert
+
+        restored = rollback_to_champion(SETTINGS)
+        send_alert(
+            SETTINGS,
+            f"Deployment rolled back ({context['run_id']})",
+            f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded",
+        )
+        return restored
+
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def promote_champion(version: str) -> dict[str, str | None]:
         """Alias `champion` → this version; the previous one keeps `previous_champion`."""
         from include.continuous_training.registry import promote_champion as promote
@@ -176,7 +223,10 @@ def train_and_deploy() -> None:
     decision = decide_promotion(evaluation, model)
     version = register_challenger(model, data)
     chain(decision, [version, reject_challenger(model), report_dry_run(model)])
-    promote_champion(version)
+    deployment = deploy_challenger(version)
+    smoke = smoke_test(deployment, data)
+    chain(smoke, promote_champion(version))
+    chain([deployment, smoke], rollback_deployment())
 
 
 train_and_deploy()

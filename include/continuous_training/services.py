@@ -6,6 +6,8 @@ pytest fixtures and the demo, so tests talk to real servers over real sockets.
 - ``moto_server`` on a free 127.0.0.1 port, with the project bucket created.
 - ``mlflow server`` on a free 127.0.0.1 port: SQLite backend store in the state directory, artifacts
   proxied into ``s3://<bucket>/mlflow`` on the S3 server (never on local disk).
+- the serving endpoint (``python -m include.continuous_training.serving``) on a free 127.0.0.1 port,
+  with a random admin token generated for this stack (in ``env.sh`` and ``state.json``, mode 0600).
 
 ``up`` writes ``<state-dir>/state.json`` (pids, ports) and ``<state-dir>/env.sh`` (the environment
 that points this project, MLflow clients and Airflow's ``aws_ct`` connection at the services).
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shlex
 import signal
 import socket
@@ -39,6 +42,7 @@ LOOPBACK = "127.0.0.1"
 PLACEHOLDER_KEY = "test"  # moto accepts any credentials; these are not secrets
 REGION = "us-east-1"
 DEFAULT_STATE_DIR = Path(".services")
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ServiceError(RuntimeError):
@@ -84,7 +88,10 @@ class LocalServices:
     state_dir: Path = DEFAULT_STATE_DIR
     settings: Settings = field(default_factory=load_settings)
     startup_timeout: float = 90.0
+    with_endpoint: bool = True
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
+    # A fresh random admin token per stack; never a default, never committed.
+    admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
 
     @property
     def state_file(self) -> Path:
@@ -112,10 +119,14 @@ class LocalServices:
             self._create_bucket(s3.url)
             self.processes["mlflow"] = self._start_mlflow(s3.url)
             self._save_state()
+            if self.with_endpoint:
+                self.processes["serving"] = self._start_serving()
+                self._save_state()
         except BaseException:
             self.stop()
             raise
         self.env_file.write_text("".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items()))
+        self.env_file.chmod(0o600)  # holds the endpoint's admin token
         return self
 
     def stop(self) -> None:
@@ -149,11 +160,13 @@ class LocalServices:
     # -- state -------------------------------------------------------------------------------
     def load_state(self) -> dict[str, ServiceProcess]:
         raw = json.loads(self.state_file.read_text())
+        self.admin_token = raw.get("token") or self.admin_token
         return {name: ServiceProcess(**value) for name, value in raw["processes"].items()}
 
     def _save_state(self) -> None:
-        payload = {"processes": {name: vars(proc) for name, proc in self.processes.items()}}
+        payload = {"processes": {name: vars(proc) for name, proc in self.processes.items()}, "token": self.admin_token}
         self.state_file.write_text(json.dumps(payload, indent=2))
+        self.state_file.chmod(0o600)  # holds the endpoint's admin token
 
     def status(self) -> dict[str, bool]:
         procs = self.processes or (self.load_state() if self.state_file.exists() else {})
@@ -179,6 +192,10 @@ class LocalServices:
         }
         if "mlflow" in self.processes:
             env["MLFLOW_TRACKING_URI"] = self.processes["mlflow"].url
+        if "serving" in self.processes:
+            env["CT_SERVING_URL"] = self.processes["serving"].url
+            env["CT_SERVING_ADMIN_TOKEN"] = self.admin_token
+            env["CT_SERVING_STATE_DIR"] = str(self.state_dir / "serving")
         return env
 
     # -- individual services -----------------------------------------------------------------
@@ -276,6 +293,18 @@ class LocalServices:
             ]
 
         return self._spawn_on_free_port("mlflow", argv, "/health", env)
+
+    def _start_serving(self) -> ServiceProcess:
+        """The endpoint, pointed at this stack's S3 and MLflow (serves ``champion`` once there is one)."""
+        env = self._base_env()
+        env.update(self.env())
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+        workers = self.settings.serving_workers
+        return self._spawn_on_free_port("serving", lambda port: _serving_argv(port, workers), "/health", env)
+
+
+def _serving_argv(port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "include.continuous_training.serving", "--port", str(port), "--workers", str(workers)]
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 
@@ -99,6 +105,79 @@ class Webhook:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class Endpoint:
+    """The real serving endpoint in its own process group, for one test's model name."""
+
+    def __init__(self, state_dir: Path, env: dict[str, str], workers: int = 2) -> None:
+
+        from include.continuous_training.services import free_port, http_ok
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = env["CT_SERVING_ADMIN_TOKEN"]
+        full_env = {**os.environ, **env, "CT_SERVING_URL": self.url, "CT_SERVING_STATE_DIR": str(state_dir)}
+        self.log_path = state_dir.parent / f"endpoint-{self.port}.log"
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "include.continuous_training.serving",
+                    "--port",
+                    str(self.port),
+                    "--workers",
+                    str(workers),
+                ],
+                env=full_env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 60
+        while not http_ok(self.url + "/health"):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"endpoint did not start: {self.log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+
+    def get(self, path: str) -> tuple[int, Any]:
+        from include.continuous_training.deployment import _http
+
+        return _http("GET", self.url + path)
+
+    def post(self, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None) -> tuple[int, Any]:
+        import json
+        import urllib.error
+        import urllib.request
+
+        data = raw if raw is not None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+        request = urllib.request.Request(self.url + path, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status), json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), json.loads(error.read() or b"null")
+
+    def served_version(self) -> str | None:
+        status, payload = self.get("/ready")
+        return str(payload["model_version"]) if status == 200 else None
+
+    def metrics(self) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as response:
+            return str(response.read().decode())
+
+    def stop(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:

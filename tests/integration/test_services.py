@@ -38,17 +38,21 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
     stack = LocalServices(state_dir=state)
     processes = stack.load_state()
     try:
-        assert set(processes) == {"s3", "mlflow"}
+        assert set(processes) == {"s3", "mlflow", "serving"}
         assert "environment: source" in up.stdout
         for proc in processes.values():
             assert proc.url.startswith("http://127.0.0.1:")
             assert _group_members(proc.pid), f"{proc.name} is not running"
         status = subprocess.run([*cli, "status", "--state-dir", str(state)], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout
-        assert status.stdout.count("healthy") == 2
+        assert status.stdout.count("healthy") == 3
         env_sh = (state / "env.sh").read_text()
         assert f"CT_S3_ENDPOINT_URL={processes['s3'].url}" in env_sh
         assert "AIRFLOW_CONN_AWS_CT=" in env_sh
+        assert f"CT_SERVING_URL={processes['serving'].url}" in env_sh
+        assert len(stack.admin_token) >= 24
+        assert f"CT_SERVING_ADMIN_TOKEN={stack.admin_token}" in env_sh
+        assert (state / "env.sh").stat().st_mode & 0o077 == 0, "the token file must not be world-readable"
     finally:
         subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
 
@@ -79,6 +83,6 @@ def test_the_project_bucket_exists_on_the_s3_server(s3, settings):
     assert settings.s3_bucket in names
 
 
-@pytest.mark.parametrize("name", ["s3", "mlflow"])
+@pytest.mark.parametrize("name", ["s3", "mlflow", "serving"])
 def test_services_listen_on_loopback_only(services, name):
     assert services.processes[name].url.startswith("http://127.0.0.1:")

@@ -37,6 +37,7 @@ def training(monkeypatch, empty_bucket, airflow_db, webhook):
     monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", f"ct-test-{suffix}")
     monkeypatch.setenv("CT_BOOTSTRAP_SAMPLES", "300")
     monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", webhook.url)
+    monkeypatch.setenv("CT_DEPLOYMENT_TARGET", "none")  # gates only here; test_deployment.py deploys
     settings = load_settings()
     return DagBag(dag_folder=str(DAGS_FOLDER)), settings, tracking_client(settings)
 

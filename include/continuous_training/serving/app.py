@@ -9,7 +9,8 @@ Routes:
 - ``GET /health`` (process alive), ``GET /ready`` (a model is loaded), ``GET /metadata``,
   ``GET /metrics`` (Prometheus, aggregated over all workers).
 - ``POST /admin/reload`` with ``{"version": "7"}`` or ``{"alias": "champion"}`` and
-  ``Authorization: Bearer <CT_SERVING_ADMIN_TOKEN>``; without a configured token admin routes refuse.
+  ``Authorization: Bearer <CT_SERVING_ADMIN_TOKEN>``; ``POST /admin/unload`` (serve nothing). Without a
+  configured token every admin request is refused with 401.
 
 The request path uses orjson and numpy only: no pandas, no pydantic models per request.
 """
@@ -265,11 +266,28 @@ def create_app(settings: Settings | None = None) -> Any:
             return json_response({**predictions[0], "model_version": model.version})
         return json_response({"model_version": model.version, "predictions": predictions})
 
-    @app.post("/admin/reload")
-    async def reload(request: Request) -> Response:
+    def authorized(request: Request) -> bool:
         token = settings.serving_admin_token
         given = request.headers.get("authorization", "")
-        if not token or not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    @app.post("/admin/unload")
+    async def unload(request: Request) -> Response:
+        """Serve nothing (a failed first deployment has no previous model to go back to)."""
+        if not authorized(request):
+            return json_response({"detail": "missing or wrong bearer token"}, 401)
+        import asyncio
+
+        store.publish(None)
+        try:
+            workers = await asyncio.to_thread(store.wait_for_all, None, 60.0)
+        except TimeoutError as error:
+            return json_response({"detail": str(error)}, 504)
+        return json_response({"model_version": None, "workers": len(workers)})
+
+    @app.post("/admin/reload")
+    async def reload(request: Request) -> Response:
+        if not authorized(request):
             return json_response({"detail": "missing or wrong bearer token"}, 401)
         try:
             body = orjson.loads(await request.body() or b"{}")

@@ -1,0 +1,282 @@
+"""Deploy a registered version, prove it serves what was evaluated, and roll back by itself.
+
+A :class:`DeploymentTarget` knows how to make an endpoint serve a version and which version it
+serves. Targets:
+
+- ``local`` (:class:`LocalEndpoint`): this package's endpoint, through ``POST /admin/reload``.
+- ``sagemaker`` (:class:`SageMakerEndpoint`): the amazon provider's SageMaker model / endpoint-config /
+  endpoint calls. Exercised against moto in the tests; **untested against real AWS**, and it needs an
+  XGBoost serving image and execution role configured (``CT_SAGEMAKER_IMAGE``, ``CT_SAGEMAKER_ROLE_ARN``).
+
+:func:`smoke_test` sends a golden set to the endpoint one row at a time and fails unless every
+prediction equals the offline prediction of the same model (max abs diff <= 1e-6), the p99 latency is
+within budget and no request failed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+from include.continuous_training.config import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+MAX_ABS_DIFF = 1e-6
+
+
+class DeploymentError(RuntimeError):
+    """The endpoint did not take the version, or did not serve it correctly."""
+
+
+class DeploymentTarget(Protocol):
+    name: str
+
+    def deploy(self, version: str) -> None: ...
+
+    def serving_version(self) -> str | None: ...
+
+
+def _http(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (configured URL)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            return int(response.status), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        payload = error.read()
+        try:
+            return int(error.code), json.loads(payload or b"null")
+        except ValueError:
+            return int(error.code), payload.decode(errors="replace")
+
+
+@dataclass
+class LocalEndpoint:
+    """This package's serving endpoint."""
+
+    url: str
+    token: str | None
+    name: str = "local"
+
+    def deploy(self, version: str) -> None:
+        if not self.token:
+            raise DeploymentError("CT_SERVING_ADMIN_TOKEN is not set: cannot ask the endpoint to reload")
+        try:
+            status, payload = _http("POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180)
+        except (urllib.error.URLError, OSError) as error:
+            raise DeploymentError(f"endpoint {self.url} unreachable: {error}") from error
+        if status != 200 or str(payload.get("model_version")) != str(version):
+            raise DeploymentError(f"endpoint {self.url} refused version {version}: HTTP {status} {payload}")
+        log.info("endpoint %s serves version %s on %s worker(s)", self.url, version, payload.get("workers"))
+
+    def unload(self) -> None:
+        """Nothing to roll back to (first deployment): stop serving rather than serve a failed model."""
+        status, payload = _http("POST", f"{self.url}/admin/unload", {}, self.token)
+        if status != 200:
+            raise DeploymentError(f"endpoint {self.url} refused to unload: HTTP {status} {payload}")
+
+    def serving_version(self) -> str | None:
+        try:
+            status, payload = _http("GET", f"{self.url}/ready", timeout=10)
+        except (urllib.error.URLError, OSError):
+            return None
+        return str(payload["model_version"]) if status == 200 else None
+
+
+@dataclass
+class SageMakerEndpoint:
+    """A SageMaker real-time endpoint per registered model (untested against real AWS)."""
+
+    settings: Settings
+    image: str
+    role_arn: str
+    model_data_url: str
+    name: str = "sagemaker"
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"{self.settings.model_name}-endpoint"[:63]
+
+    def _client(self) -> Any:
+        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
+        return SageMakerHook(aws_conn_id=self.settings.aws_conn_id).get_conn()
+
+    def deploy(self, version: str) -> None:
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        model_name = f"{self.settings.model_name}-v{version}"[:63]
+        config_name = f"{model_name}-config"[:63]
+        try:
+            client.create_model(
+                ModelName=model_name,
+                PrimaryContainer={"Image": self.image, "ModelDataUrl": self.model_data_url},
+                ExecutionRoleArn=self.role_arn,
+                Tags=[{"Key": "ct.version", "Value": version}],
+            )
+            client.create_endpoint_config(
+                EndpointConfigName=config_name,
+                ProductionVariants=[
+                    {
+                        "VariantName": "champion",
+                        "ModelName": model_name,
+                        "InitialInstanceCount": 1,
+                        "InstanceType": "ml.m5.large",
+                    }
+                ],
+            )
+        except ClientError as error:
+            if "already exist" not in str(error).lower():
+                raise DeploymentError(f"SageMaker refused {model_name}: {error}") from error
+        try:
+            client.describe_endpoint(EndpointName=self.endpoint_name)
+            client.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
+        except ClientError:
+            client.create_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
+
+    def serving_version(self) -> str | None:
+        from botocore.exceptions import ClientError
+
+        client = self._client()
+        try:
+            endpoint = client.describe_endpoint(EndpointName=self.endpoint_name)
+        except ClientError:
+            return None
+        config = client.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+        model_name = config["ProductionVariants"][0]["ModelName"]
+        return model_name.rsplit("-v", 1)[-1]
+
+
+def rollback_to_champion(settings: Settings) -> str | None:
+    """Point the endpoint back at the ``champion`` version (or unload it when there is none)."""
+    from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
+
+    champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
+    target = target_for(settings)
+    if champion is None:
+        if isinstance(target, LocalEndpoint):
+            target.unload()
+        return None
+    target.deploy(str(champion.version))
+    return str(champion.version)
+
+
+def target_for(settings: Settings, model_data_url: str = "") -> DeploymentTarget:
+    if settings.deployment_target == "local":
+        return LocalEndpoint(settings.serving_url, settings.serving_admin_token)
+    if settings.deployment_target == "sagemaker":
+        return SageMakerEndpoint(
+            settings,
+            image=os.environ.get("CT_SAGEMAKER_IMAGE", ""),
+            role_arn=os.environ.get("CT_SAGEMAKER_ROLE_ARN", ""),
+            model_data_url=model_data_url,
+        )
+    raise DeploymentError(f"no deployment target for CT_DEPLOYMENT_TARGET={settings.deployment_target!r}")
+
+
+# -- smoke test ------------------------------------------------------------------------------------
+@dataclass
+class SmokeReport:
+    version: str
+    requests: int
+    errors: int
+    max_abs_diff: float
+    p50_ms: float
+    p99_ms: float
+    p99_budget_ms: float
+    wrong_version: int
+    first_error: str | None
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.errors == 0
+            and self.wrong_version == 0
+            and self.max_abs_diff <= MAX_ABS_DIFF
+            and self.p99_ms <= self.p99_budget_ms
+        )
+
+    def reason(self) -> str:
+        problems = []
+        if self.errors:
+            problems.append(f"{self.errors}/{self.requests} requests failed (first: {self.first_error})")
+        if self.wrong_version:
+            problems.append(f"{self.wrong_version} responses came from another model version than {self.version}")
+        if not self.max_abs_diff <= MAX_ABS_DIFF:
+            problems.append(f"max |online - offline| = {self.max_abs_diff:.3g} > {MAX_ABS_DIFF:g}")
+        if self.p99_ms > self.p99_budget_ms:
+            problems.append(f"p99 latency {self.p99_ms:.1f} ms > budget {self.p99_budget_ms:.0f} ms")
+        return "; ".join(problems) or f"ok: {self.requests} requests, p99 {self.p99_ms:.1f} ms"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "passed": self.passed}
+
+
+def golden_records(frame: pd.DataFrame, feature_names: list[str], rows: int, seed: int) -> list[dict[str, Any]]:
+    """A seeded sample of holdout rows as JSON-ready request records."""
+    sample = frame.sample(n=min(rows, len(frame)), random_state=seed)[feature_names]
+    return list(json.loads(sample.to_json(orient="records", double_precision=15)))
+
+
+def smoke_test(
+    url: str, version: str, records: list[dict[str, Any]], expected: list[float], p99_budget_ms: float
+) -> SmokeReport:
+    """One request per golden record; compare with the offline predictions of the same model."""
+    latencies, diffs = [], []
+    errors = wrong_version = 0
+    first_error = None
+    for record, offline in zip(records, expected, strict=True):
+        started = time.perf_counter()
+        try:
+            status, payload = _http("POST", f"{url}/predict", record, timeout=10)
+        except (urllib.error.URLError, OSError) as error:
+            status, payload = 0, str(error)
+        latencies.append((time.perf_counter() - started) * 1000)
+        if status != 200:
+            errors += 1
+            first_error = first_error or f"HTTP {status}: {str(payload)[:200]}"
+            continue
+        if str(payload.get("model_version")) != str(version):
+            wrong_version += 1
+        diffs.append(abs(float(payload["probability"]) - float(offline)))
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)] if latencies else math.inf
+    return SmokeReport(
+        version=version,
+        requests=len(records),
+        errors=errors,
+        max_abs_diff=max(diffs) if diffs else math.inf,
+        p50_ms=latencies[len(latencies) // 2] if latencies else math.inf,
+        p99_ms=p99,
+        p99_budget_ms=p99_budget_ms,
+        wrong_version=wrong_version,
+        first_error=first_error,
+    )
+
+
+def run_smoke_test(s3: Any, settings: Settings, data: dict[str, Any], version: str) -> SmokeReport:
+    """Golden set from this run's holdout; offline scores from the registered version itself."""
+    from include.continuous_training.registry import load_model
+    from include.continuous_training.training import read_split
+
+    model = load_model(f"models:/{settings.model_name}/{version}")
+    holdout = read_split(s3, settings, data["holdout_uri"])
+    records = golden_records(holdout, model.spec.feature_names, settings.smoke_requests, settings.seed)
+    import pandas as pd
+
+    expected = model.booster.inplace_predict(model.spec.matrix(pd.DataFrame.from_records(records))).tolist()
+    return smoke_test(settings.serving_url, version, records, expected, settings.smoke_p99_ms)
