@@ -160,7 +160,7 @@ def train_and_deploy() -> None:
         target_for(SETTINGS).deploy(version)
         return {"version": version, "previous": str(champion.version) if champion else None}
 
-    @task(retries=0)
+    @task
     def smoke_test(deployment: dict[str, str | None], data: dict[str, Any]) -> dict[str, Any]:
         """Golden set over HTTP: equal to offline predictions, p99 within budget, zero errors."""
         from airflow.sdk.exceptions import AirflowFailException

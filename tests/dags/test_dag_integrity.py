@@ -20,7 +20,7 @@ EXPECTED_STRUCTURE = {
         "ingest_batch": set(),
     },
     "train_and_deploy": {
-        "assemble_training_data": {"train_challenger", "evaluate_challenger", "register_challenger"},
+        "assemble_training_data": {"train_challenger", "evaluate_challenger", "register_challenger", "smoke_test"},
         "train_challenger": {
             "evaluate_challenger",
             "decide_promotion",
@@ -30,7 +30,10 @@ EXPECTED_STRUCTURE = {
         },
         "evaluate_challenger": {"decide_promotion"},
         "decide_promotion": {"register_challenger", "reject_challenger", "report_dry_run"},
-        "register_challenger": {"promote_champion"},
+        "register_challenger": {"deploy_challenger", "promote_champion"},
+        "deploy_challenger": {"smoke_test", "rollback_deployment"},
+        "smoke_test": {"promote_champion", "rollback_deployment"},
+        "rollback_deployment": set(),
         "promote_champion": set(),
         "reject_challenger": set(),
         "report_dry_run": set(),
@@ -103,6 +106,12 @@ def test_training_params_are_typed_for_the_trigger_form(dagbag):
     assert set(params.keys()) == {"reason", "window_days", "hyperparameters", "dry_run", "report_uri", "decision"}
     assert params.get_param("dry_run").schema["type"] == "boolean"
     assert params.get_param("hyperparameters").schema["additionalProperties"] is False
+
+
+def test_rollback_runs_only_when_deployment_fails_and_promotion_waits_for_the_smoke_test(dagbag):
+    dag = dagbag.dags["train_and_deploy"]
+    assert dag.get_task("rollback_deployment").trigger_rule == "one_failed"
+    assert dag.get_task("promote_champion").trigger_rule == "none_failed_min_one_success"
 
 
 def test_ingest_sensor_is_deferrable_and_skips_when_idle(dagbag):
