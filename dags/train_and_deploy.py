@@ -149,15 +149,20 @@ def train_and_deploy() -> None:
     @task
     def deploy_challenger(version: str) -> dict[str, str | None]:
         """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from include.continuous_training.deployment import target_for
+        from include.continuous_training.deployment import DeploymentError, target_for
         from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
 
         if SETTINGS.deployment_target == "none":
             raise AirflowSkipException("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
         champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
-        target_for(SETTINGS).deploy(version)
+        try:
+            target_for(SETTINGS).deploy(version)
+        except DeploymentError as error:
+            if error.retryable:
+                raise
+            raise AirflowFailException(str(error)) from None  # a refusal does not change on retry
         return {"version": version, "previous": str(champion.version) if champion else None}
 
     @task

@@ -35,7 +35,15 @@ MAX_ABS_DIFF = 1e-6
 
 
 class DeploymentError(RuntimeError):
-    """The endpoint did not take the version, or did not serve it correctly."""
+    """The endpoint did not take the version, or did not serve it correctly.
+
+    ``retryable`` is True when trying again may help (endpoint unreachable), False when it cannot
+    (refused: bad token, model that does not load).
+    """
+
+    def __init__(self, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 class DeploymentTarget(Protocol):
@@ -77,7 +85,7 @@ class LocalEndpoint:
         try:
             status, payload = _http("POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180)
         except (urllib.error.URLError, OSError) as error:
-            raise DeploymentError(f"endpoint {self.url} unreachable: {error}") from error
+            raise DeploymentError(f"endpoint {self.url} unreachable: {error}", retryable=True) from error
         if status != 200 or str(payload.get("model_version")) != str(version):
             raise DeploymentError(f"endpoint {self.url} refused version {version}: HTTP {status} {payload}")
         log.info("endpoint %s serves version %s on %s worker(s)", self.url, version, payload.get("workers"))

@@ -298,6 +298,7 @@ class LocalServices:
         """The endpoint, pointed at this stack's S3 and MLflow (serves ``champion`` once there is one)."""
         env = self._base_env()
         env.update(self.env())
+        env.update(CT_SERVING_ADMIN_TOKEN=self.admin_token, CT_SERVING_STATE_DIR=str(self.state_dir / "serving"))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         workers = self.settings.serving_workers
         return self._spawn_on_free_port("serving", lambda port: _serving_argv(port, workers), "/health", env)
