@@ -152,9 +152,13 @@ class SageMakerEndpoint:
                 raise DeploymentError(f"SageMaker refused {model_name}: {error}") from error
         try:
             client.describe_endpoint(EndpointName=self.endpoint_name)
-            client.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
         except ClientError:
             client.create_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
+            return
+        try:
+            client.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
+        except ClientError as error:
+            raise DeploymentError(f"SageMaker refused to update {self.endpoint_name}: {error}") from error
 
     def serving_version(self) -> str | None:
         from botocore.exceptions import ClientError
