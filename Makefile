@@ -1,7 +1,7 @@
 # Continuous training — one entry point for developers and CI.
 #   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
-#   make bench       training task vs. bare xgboost.train on the same data (ratios)
+#   make bench       training vs. bare xgboost.train; endpoint vs. mlflow models serve (ratios)
 #   make services-up / services-down / services-status   the loopback S3 + MLflow stack
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -41,6 +41,7 @@ test-integration: venv
 
 bench: venv
 	$(BIN)/python -m benchmarks.bench_training --rows 100000 --repeats 3
+	$(BIN)/python -m benchmarks.bench_serving --seconds 20 --workers 2
 
 services-up: venv
 	$(BIN)/python -m include.continuous_training.services up

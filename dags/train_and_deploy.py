@@ -147,7 +147,7 @@ def train_and_deploy() -> None:
         return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
 
     @task
-    def deploy_challenger(version: str) -> dict[str, str | None]:
+    def deploy_challenger(version: str, **context: Any) -> dict[str, str | None]:
         """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
@@ -157,6 +157,7 @@ def train_and_deploy() -> None:
         if SETTINGS.deployment_target == "none":
             raise AirflowSkipException("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
         champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
+        context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
         try:
             target_for(SETTINGS).deploy(version)
         except DeploymentError as error:
@@ -183,9 +184,13 @@ def train_and_deploy() -> None:
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=20))
     def rollback_deployment(**context: Any) -> str | None:
         """Deploy or smoke test failed: put the endpoint back on the champion (aliases never moved)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
         from include.continuous_training.deployment import rollback_to_champion
         from include.continuous_training.notifications import send_alert
 
+        if context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted") is None:
+            raise AirflowSkipException("nothing was deployed in this run: nothing to roll back")
         restored = rollback_to_champion(SETTINGS)
         send_alert(
             SETTINGS,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import sys
 from urllib.parse import urlparse
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--workers", type=int, default=settings.serving_workers)
     args = parser.parse_args(argv)
+    # Workers inherit the environment: this is how each knows how many peers a reload must wait for.
+    os.environ["CT_SERVING_WORKERS"] = str(args.workers)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # Metrics and heartbeats of a previous run would be counted as live workers: start clean.
     for stale in ("prometheus", "workers"):

@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 0.5
-STALE_AFTER_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -133,23 +132,24 @@ class ModelStore:
         tmp.replace(path)
 
     def workers(self) -> list[dict[str, Any]]:
-        """Live workers and the version each serves (heartbeats newer than a few seconds)."""
+        """Workers whose process is alive, with the version each last reported."""
         live = []
         for path in (self.state_dir / "workers").glob("*.json"):
             try:
                 raw = json.loads(path.read_text())
-            except (OSError, ValueError):
+                os.kill(int(raw["pid"]), 0)  # a busy worker is late, not gone: only a dead pid drops out
+            except (OSError, ValueError, KeyError):
                 continue
-            if time.time() - float(raw.get("at", 0)) < STALE_AFTER_SECONDS:
-                live.append(raw)
+            live.append(raw)
         return sorted(live, key=lambda w: int(w["pid"]))
 
     def wait_for_all(self, version: str | None, timeout: float = 60.0) -> list[dict[str, Any]]:
-        """Block until every live worker serves ``version``; raise TimeoutError otherwise."""
+        """Block until every worker (``CT_SERVING_WORKERS`` of them) serves ``version``; else TimeoutError."""
+        expected = max(self.settings.serving_workers, 1)
         deadline = time.monotonic() + timeout
         while True:
             workers = self.workers()
-            if workers and all(w.get("version") == version for w in workers):
+            if len(workers) >= expected and all(w.get("version") == version for w in workers):
                 return workers
             if time.monotonic() > deadline:
                 raise TimeoutError(f"workers did not all switch to version {version} in {timeout:.0f}s: {workers}")
