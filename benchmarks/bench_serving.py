@@ -33,7 +33,8 @@ from pathlib import Path
 def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
     script = workdir / f"post-{uuid.uuid4().hex[:6]}.lua"
     script.write_text(
-        f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\nwrk.body = [[{json.dumps(body)}]]\n'
+        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f"wrk.body = [==[{json.dumps(body)}]==]\n"  # level-2 brackets: the JSON itself contains "]]"
     )
     out = subprocess.run(
         ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds}s", "--latency", "-s", str(script), url],
