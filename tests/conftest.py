@@ -26,6 +26,8 @@ os.environ.update(
     AIRFLOW__CORE__LOAD_EXAMPLES="False",
     CT_SENSOR_POKE_SECONDS="1",
     CT_SENSOR_TIMEOUT_SECONDS="4",
+    # Shared 2-core machines stall for hundreds of ms now and then; the over-budget path has its own test.
+    CT_SMOKE_P99_MS="3000",
     PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
 )
 
