@@ -12,23 +12,14 @@ import uuid
 import pandas as pd
 import pytest
 
+from include.continuous_training.config import load_settings
 from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.services import free_port
 from include.continuous_training.training import assemble_training_data, train_challenger
 from tests.integration.conftest import Endpoint, land_and_curate
 
-FEATURES = [
-    "amount",
-    "card_age_days",
-    "hour_of_day",
-    "distance_from_home_km",
-    "transactions_last_24h",
-    "merchant_risk_score",
-    "merchant_category",
-    "channel",
-    "country",
-]
+FEATURES = list(load_settings({}).feature_columns)
 
 
 @pytest.fixture(scope="module")
