@@ -52,6 +52,12 @@ This module is imported by DAG files at parse time, so it uses the standard libr
 | ``CT_INFERENCE_BUFFER_ROWS`` | ``100000`` | rows kept while S3 is down; beyond: dropped and counted |
 | ``CT_SMOKE_REQUESTS`` / ``CT_SMOKE_P99_MS`` | ``200`` / ``250`` | smoke test size and latency budget |
 | ``CT_ALERT_WEBHOOK_URL`` | empty | optional Slack-compatible webhook for alerts (always logged) |
+| ``CT_DRIFT_MIN_ROWS`` | ``200`` | fewer logged rows in a window: "not enough data", no decision |
+| ``CT_DRIFT_SAMPLE_ROWS`` | ``20000`` | seeded sample cap per side for Evidently (bounded time) |
+| ``CT_DRIFT_SHARE`` | ``0.3`` | a window drifted when this share of features drifted |
+| ``CT_DRIFT_USE_IMPORTANCE`` | ``false`` | weight the share by the champion's feature importance |
+| ``CT_DRIFT_WINDOWS_REQUIRED`` / ``CT_DRIFT_WINDOWS_CONSIDERED`` | ``1`` / ``1`` | retrain on N drifted of the last M |
+| ``CT_DRIFT_COOLDOWN_HOURS`` | ``24`` | no drift-triggered retrain within this long of the last |
 | ``CT_GPU_QUEUE`` / ``CT_GPU_POOL`` | ``gpu`` / ``gpu`` | where training runs |
 | ``CT_TRAINING_TIMEOUT_MINUTES`` | ``120`` | ``execution_timeout`` of the training task |
 | ``CT_SEED`` | ``42`` | seed for every random choice |
@@ -147,6 +153,13 @@ class Settings:
     smoke_requests: int = 200
     smoke_p99_ms: float = 250.0
     alert_webhook_url: str | None = None
+    drift_min_rows: int = 200
+    drift_sample_rows: int = 20000
+    drift_share_threshold: float = 0.3
+    drift_use_importance: bool = False
+    drift_windows_required: int = 1
+    drift_windows_considered: int = 1
+    drift_cooldown_hours: float = 24.0
     gpu_queue: str = "gpu"
     gpu_pool: str = "gpu"
     training_timeout_minutes: int = 120
@@ -170,6 +183,8 @@ class Settings:
             )
         if self.deployment_target not in DEPLOYMENT_TARGETS:
             raise ValueError(f"CT_DEPLOYMENT_TARGET {self.deployment_target!r}: expected one of {DEPLOYMENT_TARGETS}")
+        if not 1 <= self.drift_windows_required <= self.drift_windows_considered:
+            raise ValueError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")
         if self.slice_column and self.slice_column not in self.categorical_columns:
             raise ValueError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 
@@ -243,6 +258,13 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         smoke_requests=int(get("CT_SMOKE_REQUESTS", str(defaults.smoke_requests))),
         smoke_p99_ms=float(get("CT_SMOKE_P99_MS", str(defaults.smoke_p99_ms))),
         alert_webhook_url=env.get("CT_ALERT_WEBHOOK_URL") or None,
+        drift_min_rows=int(get("CT_DRIFT_MIN_ROWS", str(defaults.drift_min_rows))),
+        drift_sample_rows=int(get("CT_DRIFT_SAMPLE_ROWS", str(defaults.drift_sample_rows))),
+        drift_share_threshold=float(get("CT_DRIFT_SHARE", str(defaults.drift_share_threshold))),
+        drift_use_importance=get("CT_DRIFT_USE_IMPORTANCE", "false").lower() in {"1", "true", "yes"},
+        drift_windows_required=int(get("CT_DRIFT_WINDOWS_REQUIRED", str(defaults.drift_windows_required))),
+        drift_windows_considered=int(get("CT_DRIFT_WINDOWS_CONSIDERED", str(defaults.drift_windows_considered))),
+        drift_cooldown_hours=float(get("CT_DRIFT_COOLDOWN_HOURS", str(defaults.drift_cooldown_hours))),
         gpu_queue=get("CT_GPU_QUEUE", defaults.gpu_queue),
         gpu_pool=get("CT_GPU_POOL", defaults.gpu_pool),
         training_timeout_minutes=int(get("CT_TRAINING_TIMEOUT_MINUTES", str(defaults.training_timeout_minutes))),
