@@ -13,8 +13,14 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
 HEAVY = ["pandas", "numpy", "xgboost", "sklearn", "mlflow", "great_expectations", "evidently", "pyarrow"]
-EXPECTED_SCHEDULES = {"ingest_new_data": "0 * * * *", "train_and_deploy": "0 4 * * 1"}
+EXPECTED_SCHEDULES = {"ingest_new_data": "0 * * * *", "train_and_deploy": "0 4 * * 1", "monitor_drift": "0 5 * * *"}
 EXPECTED_STRUCTURE = {
+    "monitor_drift": {
+        "compute_drift": {"decide_retraining", "record_no_drift"},
+        "decide_retraining": {"trigger_retraining", "record_no_drift"},
+        "trigger_retraining": set(),
+        "record_no_drift": set(),
+    },
     "ingest_new_data": {
         "wait_for_new_data": {"ingest_batch"},
         "ingest_batch": set(),
@@ -112,6 +118,12 @@ def test_rollback_runs_only_when_deployment_fails_and_promotion_waits_for_the_sm
     dag = dagbag.dags["train_and_deploy"]
     assert dag.get_task("rollback_deployment").trigger_rule == "one_failed"
     assert dag.get_task("promote_champion").trigger_rule == "none_failed_min_one_success"
+
+
+def test_drift_triggers_the_training_dag_with_its_decision(dagbag):
+    trigger = dagbag.dags["monitor_drift"].get_task("trigger_retraining")
+    assert trigger.trigger_dag_id == "train_and_deploy"
+    assert set(dagbag.dags["train_and_deploy"].params.keys()) >= {"reason", "report_uri", "decision"}
 
 
 def test_ingest_sensor_is_deferrable_and_skips_when_idle(dagbag):

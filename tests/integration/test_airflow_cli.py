@@ -26,8 +26,12 @@ def _curated_batches(s3, settings):
     land_and_curate(s3, settings, {"cli/train.parquet": generate_batch(BatchSpec(rows=4000, seed=32))})
 
 
-SEEDS = {"ingest_new_data": _landing_batch, "train_and_deploy": _curated_batches}
-PRODUCES = {"ingest_new_data": "curated/", "train_and_deploy": "training/"}
+def _no_traffic(s3, settings):
+    """A day without traffic: the drift DAG must record "not enough data" and succeed."""
+
+
+SEEDS = {"ingest_new_data": _landing_batch, "train_and_deploy": _curated_batches, "monitor_drift": _no_traffic}
+PRODUCES = {"ingest_new_data": "curated/", "train_and_deploy": "training/", "monitor_drift": "reports/drift/"}
 
 
 @pytest.mark.parametrize("dag_id", DAG_IDS)

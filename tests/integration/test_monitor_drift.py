@@ -7,11 +7,12 @@ import io
 import secrets
 import time
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
 
+from include.continuous_training.config import load_settings
 from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
@@ -53,17 +54,7 @@ def drift_stack(monkeypatch, tmp_path, empty_bucket, airflow_db, s3):
         endpoint.stop()
 
 
-FEATURES = [
-    "amount",
-    "card_age_days",
-    "hour_of_day",
-    "distance_from_home_km",
-    "transactions_last_24h",
-    "merchant_risk_score",
-    "merchant_category",
-    "channel",
-    "country",
-]
+FEATURES = list(load_settings({}).feature_columns)
 
 
 def send_traffic(endpoint: Endpoint, s3, settings, frame: pd.DataFrame) -> list[str]:
