@@ -60,7 +60,8 @@ def monitor_drift() -> None:
             end - timedelta(hours=context["params"]["window_hours"]),
             end,
         )
-        context["ti"].xcom_push(key="report_url", value=summary.get("report_url"))
+        # Shown as the task's "Drift report" button (plugins/continuous_training_links.py).
+        context["ti"].xcom_push(key="_link_DriftReportLink", value=summary.get("mlflow_report_url", ""))
         return summary
 
     @task.branch

@@ -109,7 +109,10 @@ def train_and_deploy() -> None:
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
         params = context["params"]
         reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
-        return train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
+        model = train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
+        # Shown as the task's "MLflow run" button (plugins/continuous_training_links.py).
+        context["ti"].xcom_push(key="_link_MlflowRunLink", value=model["run_url"])
+        return model
 
     @task
     def evaluate_challenger(data: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:

@@ -336,11 +336,12 @@ def measure_window(s3: S3Client, settings: Settings, start: datetime, end: datet
         "seconds": round(time.perf_counter() - started, 2),
     }
     summary["report_url"] = save_report(s3, settings, key, summary, snapshot)
-    _log_to_mlflow(settings, summary, snapshot)
+    summary["mlflow_report_url"] = _log_to_mlflow(settings, summary, snapshot)
     return summary
 
 
-def _log_to_mlflow(settings: Settings, summary: dict[str, Any], snapshot: Any) -> None:
+def _log_to_mlflow(settings: Settings, summary: dict[str, Any], snapshot: Any) -> str:
+    """Log the window to MLflow; return the UI address of its HTML report (for the task's extra link)."""
     import tempfile
     from pathlib import Path
 
@@ -348,7 +349,7 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], snapshot: Any) -
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     mlflow.set_experiment(f"{settings.mlflow_experiment}-drift")
-    with mlflow.start_run(run_name=f"drift {summary['window']['key']}"), tempfile.TemporaryDirectory() as tmp:
+    with mlflow.start_run(run_name=f"drift {summary['window']['key']}") as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_metrics(
             {
                 "drift_share": summary["drift_share"],
@@ -362,6 +363,10 @@ def _log_to_mlflow(settings: Settings, summary: dict[str, Any], snapshot: Any) -
         snapshot.save_html(str(html))
         mlflow.log_artifact(str(html))
         mlflow.log_dict(summary, "drift_summary.json")
+    return (
+        f"{settings.mlflow_tracking_uri}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        "/artifacts/drift_report.html"
+    )
 
 
 def decide_and_record(

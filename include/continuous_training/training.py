@@ -500,6 +500,7 @@ def _run_summary(run_id: str) -> dict[str, Any]:
     model_id = run.data.tags["ct.model_id"]
     return {
         "run_id": run_id,
+        "run_url": f"{mlflow.get_tracking_uri()}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
         "model_id": model_id,
         "model_uri": f"models:/{model_id}",
         "device": run.data.tags.get("ct.device"),

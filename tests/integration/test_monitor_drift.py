@@ -90,6 +90,20 @@ def triggered_runs() -> list[dict]:
         return [dict(run.conf or {}) for run in runs if (run.conf or {}).get("report_uri")]
 
 
+def drift_link(run_id: str) -> str:
+    """What the "Drift report" button of compute_drift points at, through the plugin's link class."""
+    import sys
+
+    from airflow.models.taskinstancekey import TaskInstanceKey
+
+    from tests.conftest import ROOT
+
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from continuous_training_links import DriftReportLink
+
+    return DriftReportLink().get_link(None, ti_key=TaskInstanceKey(DAG_ID, "compute_drift", run_id, 1, -1))  # type: ignore[arg-type]
+
+
 def finish_training_runs() -> None:
     """Mark queued train_and_deploy runs finished (no scheduler runs them inside dag.test())."""
     from airflow.models.dagrun import DagRun
@@ -145,6 +159,8 @@ def test_shifted_traffic_triggers_once_then_the_cooldown_holds(drift_stack, s3):
     assert conf["report_uri"].endswith("report.html")
     assert conf["decision"]["action"] == "retrain"
     assert "drift in 1 of the last 1 windows" in conf["reason"]
+    assert drift_link(first.run_id).startswith(settings.mlflow_tracking_uri + "/#/experiments/")
+    assert drift_link(first.run_id).endswith("/artifacts/drift_report.html")
     report_key = conf["report_uri"].removeprefix(f"s3://{settings.s3_bucket}/")
     assert b"<html" in s3.get_object(Bucket=settings.s3_bucket, Key=report_key)["Body"].read()[:2000].lower()
 
