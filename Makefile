@@ -42,6 +42,7 @@ test-integration: venv
 bench: venv
 	$(BIN)/python -m benchmarks.bench_training --rows 100000 --repeats 3
 	$(BIN)/python -m benchmarks.bench_serving --seconds 20 --workers 2
+	$(BIN)/python -m benchmarks.bench_drift --rows 10000 100000 1000000
 
 services-up: venv
 	$(BIN)/python -m include.continuous_training.services up
