@@ -86,7 +86,7 @@ def triggered_runs() -> list[dict]:
     from sqlalchemy import select
 
     with create_session() as session:
-        runs = session.scalars(select(DagRun).where(DagRun.dag_id == "train_and_deploy")).all()
+        runs = session.scalars(select(DagRun).where(DagRun.dag_id == "train_and_deploy").order_by(DagRun.id)).all()
         return [dict(run.conf or {}) for run in runs if (run.conf or {}).get("report_uri")]
 
 
