@@ -30,8 +30,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -346,14 +346,6 @@ def _has_members(pgid: int) -> bool:
 def _reap(pid: int) -> None:
     with suppress(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)
-
-
-@contextmanager
-def running_services(state_dir: Path, settings: Settings | None = None) -> Iterator[LocalServices]:
-    """Start the services for the duration of a ``with`` block (used by pytest fixtures)."""
-    services = LocalServices(state_dir=state_dir, settings=settings or load_settings())
-    with services:
-        yield services
 
 
 def main(argv: list[str] | None = None) -> int:
