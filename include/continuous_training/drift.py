@@ -20,7 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
-from include.continuous_training.storage import S3Client, get_json, list_objects, put_bytes, put_json
+from include.continuous_training.storage import (
+    S3Client,
+    get_json,
+    list_objects,
+    put_bytes,
+    put_json,
+    read_parquet_object,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,8 +47,7 @@ def read_inference_window(s3: S3Client, settings: Settings, start: datetime, end
     while day <= end.date():
         prefix = f"{settings.inference_prefix}date={day:%Y-%m-%d}/"
         for ref in list_objects(s3, settings.s3_bucket, prefix):
-            body = s3.get_object(Bucket=settings.s3_bucket, Key=ref.key)["Body"].read()
-            frames.append(pd.read_parquet(io.BytesIO(body)))
+            frames.append(read_parquet_object(s3, settings.s3_bucket, ref.key)[0])
         day += timedelta(days=1)
     if not frames:
         return pd.DataFrame()

@@ -17,7 +17,6 @@ modified or deleted: quarantine is a server-side copy.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from include.continuous_training.storage import (
     copy_object,
     get_json,
     list_objects,
+    parquet_bytes,
     put_bytes,
     put_json,
     read_object,
@@ -254,13 +254,13 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
     if outcome.bad_row_index:
         bad = frame.iloc[outcome.bad_row_index]
         rows_key = f"{_quarantine_dir(settings, ref)}rows.parquet"
-        put_bytes(client, settings.s3_bucket, rows_key, _parquet(bad))
+        put_bytes(client, settings.s3_bucket, rows_key, parquet_bytes(bad))
         report_key = f"{_quarantine_dir(settings, ref)}report.json"
         report.update(verdict="ingested_with_rows_quarantined", quarantined_rows_uri=settings.s3_uri(rows_key))
         put_json(client, settings.s3_bucket, report_key, report)
         report_uri = settings.s3_uri(report_key)
     curated_key = f"{settings.curated_prefix}batch_id={batch_id}/data.parquet"
-    put_bytes(client, settings.s3_bucket, curated_key, _parquet(good))
+    put_bytes(client, settings.s3_bucket, curated_key, parquet_bytes(good))
     result = IngestResult(
         batch_id=batch_id,
         source=ref,
@@ -313,12 +313,6 @@ def _quarantine_batch(
 def _record(client: S3Client, settings: Settings, result: IngestResult, suite_version: str | None) -> None:
     entry = {**result.as_dict(), "suite_version": suite_version, "recorded_at": datetime.now(UTC).isoformat()}
     put_json(client, settings.s3_bucket, done_key(settings, result.batch_id), entry)
-
-
-def _parquet(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
 
 
 def _examples(frame: pd.DataFrame, bad_index: Iterable[int]) -> list[dict[str, Any]]:

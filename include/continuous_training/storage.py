@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from include.continuous_training.config import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
     from mypy_boto3_s3 import S3Client
 else:
     S3Client = Any
@@ -126,6 +128,22 @@ def put_bytes(
 def put_json(client: S3Client, bucket: str, key: str, payload: Any, only_if_absent: bool = False) -> str:
     data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
     return put_bytes(client, bucket, key, data, "application/json", only_if_absent=only_if_absent)
+
+
+def parquet_bytes(frame: pd.DataFrame) -> bytes:
+    """A DataFrame as Parquet bytes (no index), ready for :func:`put_bytes`."""
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    return buffer.getvalue()
+
+
+def read_parquet_object(client: S3Client, bucket: str, key: str) -> tuple[pd.DataFrame, str]:
+    """One GET: the Parquet object at ``key`` as a DataFrame, and the ETag of the version read."""
+    import pandas as pd
+
+    response = client.get_object(Bucket=bucket, Key=key)
+    frame = pd.read_parquet(io.BytesIO(response["Body"].read()))
+    return frame, str(response["ETag"]).strip('"')
 
 
 def get_json(client: S3Client, bucket: str, key: str) -> Any | None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
-import io
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.config import Settings
-from include.continuous_training.storage import S3Client, put_bytes, put_json
+from include.continuous_training.storage import S3Client, parquet_bytes, put_bytes, put_json, read_parquet_object
 
 if TYPE_CHECKING:
     import numpy as np
@@ -126,18 +125,6 @@ class FeatureSpec:
 
 
 # -- assembling the data --------------------------------------------------------------------------
-def _read_parquet(client: S3Client, bucket: str, key: str) -> pd.DataFrame:
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(client.get_object(Bucket=bucket, Key=key)["Body"].read()))
-
-
-def _parquet_bytes(frame: pd.DataFrame) -> bytes:
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, index=False)
-    return buffer.getvalue()
-
-
 def key_of(settings: Settings, uri: str) -> str:
     prefix = f"s3://{settings.s3_bucket}/"
     if not uri.startswith(prefix):
@@ -146,7 +133,7 @@ def key_of(settings: Settings, uri: str) -> str:
 
 
 def read_split(client: S3Client, settings: Settings, uri: str) -> pd.DataFrame:
-    return _read_parquet(client, settings.s3_bucket, key_of(settings, uri))
+    return read_parquet_object(client, settings.s3_bucket, key_of(settings, uri))[0]
 
 
 def assemble_training_data(
@@ -172,15 +159,14 @@ def assemble_training_data(
     for entry in batches:
         assert entry.curated_uri is not None
         key = key_of(settings, entry.curated_uri)
-        head = client.head_object(Bucket=settings.s3_bucket, Key=key)
-        frame = _read_parquet(client, settings.s3_bucket, key)
+        frame, etag = read_parquet_object(client, settings.s3_bucket, key)
         frames.append(frame)
         used.append(
             {
                 "batch_id": entry.batch_id,
                 "source_key": entry.source.key,
                 "curated_key": key,
-                "curated_etag": str(head["ETag"]).strip('"'),
+                "curated_etag": etag,
                 "rows": len(frame),
             }
         )
@@ -230,7 +216,7 @@ def assemble_training_data(
     uris = {}
     for name, split in splits.items():
         key = f"{folder}{name}.parquet"
-        put_bytes(client, settings.s3_bucket, key, _parquet_bytes(split))
+        put_bytes(client, settings.s3_bucket, key, parquet_bytes(split))
         uris[f"{name}_uri"] = settings.s3_uri(key)
     manifest_key = f"{folder}manifest.json"
     put_json(client, settings.s3_bucket, manifest_key, manifest)
