@@ -83,16 +83,24 @@ HYPERPARAMETER_SCHEMA = {
 def train_and_deploy() -> None:
     @task
     def assemble_training_data(**context: Any) -> dict[str, Any]:
-        """Curated batches in the window → split URIs and the data manifest."""
-        from airflow.sdk.exceptions import AirflowFailException
+        """Curated batches in the window → split URIs and the data manifest.
+
+        A scheduled tick on a fresh installation (nothing curated yet) is skipped; any other run
+        without usable data fails at once.
+        """
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from include.continuous_training.storage import s3_client_from_connection
-        from include.continuous_training.training import TrainingDataError
+        from include.continuous_training.training import NoCuratedData, TrainingDataError
         from include.continuous_training.training import assemble_training_data as assemble
 
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
         try:
             return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+        except NoCuratedData as error:
+            if context["dag_run"].run_type == "scheduled":
+                raise AirflowSkipException(f"{error} (scheduled tick before any data has arrived)") from None
+            raise AirflowFailException(str(error)) from None
         except TrainingDataError as error:  # waiting and retrying does not make data appear
             raise AirflowFailException(str(error)) from None
 

@@ -59,6 +59,10 @@ class TrainingDataError(ValueError):
     """The curated data cannot make a sound training set (too few rows, one class only, …)."""
 
 
+class NoCuratedData(TrainingDataError):
+    """Nothing has been curated yet (a fresh installation), as opposed to a window without usable data."""
+
+
 # -- features -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -154,7 +158,7 @@ def assemble_training_data(
     days = window_days or settings.training_window_days
     batches = [entry for entry in read_manifest(client, settings) if entry.status == "ingested" and entry.curated_uri]
     if not batches:
-        raise TrainingDataError("no curated batches yet: ingest data before training")
+        raise NoCuratedData("no curated batches yet: ingest data before training")
     frames, used = [], []
     for entry in batches:
         assert entry.curated_uri is not None
