@@ -1,4 +1,5 @@
 # Continuous training — one entry point for developers and CI.
+#   make demo        the whole loop on this machine (S3, MLflow, endpoint, Airflow scheduler); ARGS=--exit for CI
 #   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
 #   make bench       training vs. bare xgboost.train; endpoint vs. mlflow models serve (ratios)
@@ -11,10 +12,10 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv lint test test-fast test-integration bench services-up services-down services-status clean
+.PHONY: help venv demo lint test test-fast test-integration bench services-up services-down services-status clean
 
 help:
-	@sed -n '2,6p' Makefile
+	@sed -n '2,7p' Makefile
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version)'
@@ -24,6 +25,9 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	touch $@
 
 venv: $(STAMP)
+
+demo: venv
+	$(BIN)/python -m include.continuous_training.demo $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
@@ -55,4 +59,4 @@ services-status: venv
 
 clean:
 	-$(BIN)/python -m include.continuous_training.services down 2>/dev/null
-	rm -rf .services .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .services .demo .pytest_cache .mypy_cache .ruff_cache

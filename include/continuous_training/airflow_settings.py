@@ -192,7 +192,10 @@ def load(path: Path = DEFAULT_FILE) -> AirflowSettingsFile:
 
 def apply(spec: AirflowSettingsFile) -> list[str]:
     """Create or update every connection, pool and variable; one transaction; return what changed."""
-    from airflow.models import Connection, Pool, Variable
+    # The ORM models (the Task SDK's Connection / Variable are read-only views for tasks).
+    from airflow.models.connection import Connection
+    from airflow.models.pool import Pool
+    from airflow.models.variable import Variable
     from airflow.utils.session import create_session
     from sqlalchemy import select
 

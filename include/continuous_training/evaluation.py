@@ -10,7 +10,9 @@ Gates, in order:
 2. **not constant** — the challenger's holdout scores are not all the same;
 3. **beats champion** — ROC AUC gain >= ``min_delta`` and the paired-bootstrap 95 % interval of the
    gain does not reach below ``-loss_tolerance``;
-4. **slices** — no slice of ``slice_column`` (with at least ``min_slice_rows`` rows and both
+4. **differs from champion** — the challenger's holdout scores are not identical to the champion's
+   (the same data and parameters give the same model: promoting it would only churn versions);
+5. **slices** — no slice of ``slice_column`` (with at least ``min_slice_rows`` rows and both
    classes) loses more than ``slice_tolerance`` ROC AUC against the champion.
 """
 
@@ -148,6 +150,7 @@ def evaluate_challenger(s3: Any, settings: Settings, data: dict[str, Any], chall
     report["champion"] = {
         "version": str(champion_version.version),
         "model_uri": champion_uri,
+        "max_score_difference": float(np.max(np.abs(chal_scores - champ_scores))) if len(y) else 0.0,
         "metrics": classification_metrics(y, champ_scores, threshold),
         "slices": slice_metrics(holdout, y, champ_scores, settings.slice_column, threshold),
     }
@@ -240,6 +243,16 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
             slices[name] = {"rows": chal_slice["rows"], "roc_auc_delta": slice_delta, "gated": float(gated)}
             if gated and slice_delta is not None and (worst is None or slice_delta < worst[1]):
                 worst = (name, slice_delta)
+        difference = champion.get("max_score_difference")
+        if difference is not None:
+            gates.append(
+                Gate(
+                    "differs_from_champion",
+                    difference > 1e-9,
+                    f"largest holdout score difference to champion v{champion['version']} {difference:.2e}"
+                    + ("" if difference > 1e-9 else ": the same model (same data and parameters), nothing new"),
+                )
+            )
         if worst is not None:
             gates.append(
                 Gate(

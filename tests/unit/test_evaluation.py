@@ -76,6 +76,21 @@ def test_a_tie_passes_when_the_interval_allows_no_real_loss():
     assert "beats_champion" in record.reasons[0]
 
 
+def test_a_challenger_identical_to_the_champion_is_not_promoted():
+    """Same data and parameters give the same booster: a tie that only churns versions."""
+    same = _evaluation(0.85, 0.85, ci=(0.0, 0.0))
+    same["champion"]["max_score_difference"] = 0.0
+    record = decide_promotion(same, SETTINGS)
+    assert record.verdict == "reject"
+    assert record.reasons == [
+        "differs_from_champion: largest holdout score difference to champion v3 0.00e+00: "
+        "the same model (same data and parameters), nothing new"
+    ]
+    different = _evaluation(0.85, 0.85, ci=(0.0, 0.0))
+    different["champion"]["max_score_difference"] = 1e-4
+    assert decide_promotion(different, SETTINGS).verdict == "promote"
+
+
 def test_min_delta_is_enforced():
     strict = load_settings({"CT_MIN_DELTA": "0.01"})
     assert decide_promotion(_evaluation(0.855, 0.85, ci=(0.001, 0.01)), strict).verdict == "reject"
