@@ -544,6 +544,7 @@ class Demo:
         return {
             "loop_closed": closed,
             "wall_seconds": round(time.monotonic() - self.started, 1),
+            "model_name": name,
             "champion": next((v for v, a in aliases.items() if "champion" in a), None),
             "trainings": trainings,
             "quarantined": quarantined,

@@ -151,6 +151,8 @@ def evaluate_challenger(s3: Any, settings: Settings, data: dict[str, Any], chall
         "version": str(champion_version.version),
         "model_uri": champion_uri,
         "max_score_difference": float(np.max(np.abs(chal_scores - champ_scores))) if len(y) else 0.0,
+        # A re-run of the DAG run that registered the champion evaluates the champion against itself.
+        "is_challenger": challenger_uri in (champion_version.source, f"models:/{champion_version.model_id}"),
         "metrics": classification_metrics(y, champ_scores, threshold),
         "slices": slice_metrics(holdout, y, champ_scores, settings.slice_column, threshold),
     }
@@ -244,7 +246,7 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
             if gated and slice_delta is not None and (worst is None or slice_delta < worst[1]):
                 worst = (name, slice_delta)
         difference = champion.get("max_score_difference")
-        if difference is not None:
+        if difference is not None and not champion.get("is_challenger"):
             gates.append(
                 Gate(
                     "differs_from_champion",

@@ -70,5 +70,5 @@ def test_each_mistake_is_reported_with_its_place(document, message):
 def test_broken_yaml_names_the_file(tmp_path):
     path = tmp_path / "airflow_settings.yaml"
     path.write_text("airflow:\n  pools: [\n")
-    with pytest.raises(SettingsFileError, match="airflow_settings.yaml: not valid YAML"):
+    with pytest.raises(SettingsFileError, match=r"airflow_settings\.yaml: not valid YAML"):
         load(path)

@@ -89,6 +89,9 @@ def test_a_challenger_identical_to_the_champion_is_not_promoted():
     different = _evaluation(0.85, 0.85, ci=(0.0, 0.0))
     different["champion"]["max_score_difference"] = 1e-4
     assert decide_promotion(different, SETTINGS).verdict == "promote"
+    rerun = _evaluation(0.85, 0.85, ci=(0.0, 0.0))  # the DAG run that made the champion, run again
+    rerun["champion"].update(max_score_difference=0.0, is_challenger=True)
+    assert decide_promotion(rerun, SETTINGS).verdict == "promote"
 
 
 def test_min_delta_is_enforced():

@@ -1,0 +1,195 @@
+"""docker-compose.yaml: valid against the Compose Specification schema, and shaped the way the docs say.
+
+No Docker engine runs here, so the file is checked, not run: the schema (vendored by
+check-jsonschema from compose-spec/compose-spec) and the structure this deployment promises.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from include.continuous_training.airflow_settings import load as load_airflow_settings
+from include.continuous_training.config import load_settings
+from tests.conftest import ROOT
+
+COMPOSE_FILE = ROOT / "docker-compose.yaml"
+AIRFLOW_COMMANDS = {"api-server", "scheduler", "dag-processor", "triggerer"}
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())  # resolves the x-airflow-common merge keys
+
+
+@pytest.fixture(scope="module")
+def services(compose) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def airflow_services(services) -> dict[str, dict[str, Any]]:
+    """Services that run an Airflow component (the command is an Airflow sub-command)."""
+    return {
+        name: svc
+        for name, svc in services.items()
+        if str(svc.get("command", "")).split(" ")[0] in AIRFLOW_COMMANDS | {"celery"}
+    }
+
+
+def compose_validator() -> Any:
+    """The Compose Specification schema (draft 2020-12) as vendored by check-jsonschema."""
+    import importlib.resources
+
+    import jsonschema
+
+    schema_file = importlib.resources.files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json"
+    schema = json.loads(schema_file.read_text())
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def test_the_file_is_valid_against_the_compose_specification(compose):
+    validator = compose_validator()
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.absolute_path))
+    assert not errors, "\n".join(f"{list(e.absolute_path)}: {e.message}" for e in errors[:10])
+
+
+def test_the_schema_check_would_catch_a_mistake(compose):
+    """The check above is only worth something if it fails on a broken file."""
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["redis"]["healthcheck"]["retries"] = [5]
+    broken["services"]["redis"]["restrat"] = "always"
+    messages = [e.message for e in compose_validator().iter_errors(broken)]
+    assert any("restrat" in m for m in messages), messages
+    assert any("[5]" in m for m in messages), messages
+
+
+def test_celery_executor_with_postgres_and_redis(compose, services):
+    env = compose["x-airflow-common"]["environment"]
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    assert "@postgres/" in env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    assert {"postgres", "redis", "minio", "minio-init", "mlflow", "serving", "prometheus", "grafana"} <= set(services)
+    commands = {str(svc.get("command", "")).split(" ")[0] for svc in airflow_services(services).values()}
+    assert commands == AIRFLOW_COMMANDS | {"celery"}
+
+
+def test_every_airflow_service_runs_the_same_image_and_environment(compose, services):
+    common = compose["x-airflow-common"]
+    for name, svc in airflow_services(services).items():
+        assert svc["image"] == common["image"], name
+        assert svc["build"] == ".", name
+        assert svc["user"] == common["user"], name
+        assert svc["volumes"] == common["volumes"], name
+        for key, value in common["environment"].items():
+            assert svc["environment"][key] == value, f"{name}: {key}"
+
+
+def test_the_gpu_worker_consumes_queue_gpu_with_a_device_reservation(services):
+    settings = load_settings({})
+    gpu = services["airflow-worker-gpu"]
+    assert "--queues gpu" in gpu["command"]
+    assert f"--queues {settings.gpu_queue}" in gpu["command"]
+    assert "--concurrency 1" in gpu["command"]
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia"
+    assert "gpu" in device["capabilities"]
+    cpu = services["airflow-worker"]
+    assert "--queues default" in cpu["command"]
+    assert "gpu" not in cpu["command"].split("--queues", 1)[1]
+    assert "deploy" not in cpu
+    # The pool the training task asks for is the one airflow_settings.yaml creates.
+    pools = {p.name: p.slots for p in load_airflow_settings().pools}
+    assert pools[settings.gpu_pool] >= 1
+
+
+def test_init_runs_first_and_applies_airflow_settings(services):
+    init = services["airflow-init"]
+    script = "\n".join(init["command"])
+    assert "/entrypoint airflow version" in script  # db migrate + admin user via the image's entrypoint
+    assert "include.continuous_training.airflow_settings apply" in script
+    assert init["environment"]["_AIRFLOW_DB_MIGRATE"] == "true"
+    for name in airflow_services(services):
+        assert services[name]["depends_on"]["airflow-init"] == {"condition": "service_completed_successfully"}, name
+
+
+def test_every_service_has_a_healthcheck_and_loopback_only_ports(services):
+    for name, svc in services.items():
+        assert "healthcheck" in svc, name
+        for port in svc.get("ports", []):
+            assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
+
+
+def test_no_secret_has_a_default(compose, services):
+    text = COMPOSE_FILE.read_text()
+    for variable in (
+        "MINIO_ROOT_PASSWORD",
+        "_AIRFLOW_WWW_USER_PASSWORD",
+        "AIRFLOW_JWT_SECRET",
+        "CT_SERVING_ADMIN_TOKEN",
+        "GRAFANA_ADMIN_PASSWORD",
+    ):
+        uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
+        assert uses, variable
+        assert all(use.startswith(":?") or use == "" for use in uses), f"{variable} has a default: {uses}"
+    example = (ROOT / ".env.example").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert required <= set(re.findall(r"^(\w+)=", example, re.M)), "every required variable is in .env.example"
+    assert not re.search(r"^\w*(PASSWORD|SECRET|TOKEN)\w*=\S", example, re.M), ".env.example holds no secret"
+
+
+def test_mlflow_uses_postgres_and_minio_and_the_endpoint_follows_it(services):
+    mlflow = services["mlflow"]
+    args = " ".join(mlflow["command"])
+    assert "--backend-store-uri=postgresql" in args
+    assert "--artifacts-destination=s3://" in args
+    assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
+    init_sql = (ROOT / "deploy" / "postgres-init.sql").read_text()
+    assert "CREATE DATABASE mlflow" in init_sql
+    serving = services["serving"]
+    assert serving["entrypoint"][-1] == "include.continuous_training.serving"
+    assert serving["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert serving["depends_on"]["mlflow"] == {"condition": "service_healthy"}
+
+
+def test_monitoring_scrapes_the_endpoint_and_the_dashboard_uses_real_metrics(services):
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
+    assert targets == ["serving:8000"]
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "serving.json").read_text())
+    used = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\bct_[a-z_]+", target["expr"])
+    }
+    app_source = (ROOT / "include" / "continuous_training" / "serving" / "app.py").read_text()
+    exported = set(re.findall(r'(?:Counter|Histogram|Gauge)\(\s*"(ct_[a-z_]+)"', app_source))
+    exported |= {name + "_total" for name in exported}  # prometheus-client adds _total to counters
+    assert used, "the dashboard queries something"
+    assert used <= exported, f"the dashboard queries metrics the endpoint does not export: {used - exported}"
+    datasource = yaml.safe_load(
+        (ROOT / "deploy" / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    assert datasource["datasources"][0]["uid"] == dashboard["panels"][0]["datasource"]["uid"]
+
+
+def test_the_image_bakes_the_package_onto_pythonpath():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert dockerfile.startswith("#")
+    assert "FROM apache/airflow:3.3.2-python3.11" in dockerfile
+    assert "-r /opt/ct/requirements.txt -c /opt/ct/constraints.txt" in dockerfile
+    for folder in ("dags", "include", "plugins"):
+        assert f"COPY --chown=airflow:0 {folder} /opt/airflow/{folder}" in dockerfile
+    assert "ENV PYTHONPATH=/opt/airflow" in dockerfile
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".git", ".env"} <= set(ignored)
+    assert Path(ROOT / "airflow_settings.yaml").exists()

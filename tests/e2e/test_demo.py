@@ -1,0 +1,163 @@
+"""`make demo` end to end: the real command, a real scheduler, then every claim of its summary checked
+against the services themselves before Ctrl-C takes it all down."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.timeout(1500)
+
+# The session's own services put these in the environment; the demo must start from a user's shell.
+FOREIGN = ("CT_", "AIRFLOW", "MLFLOW_", "AWS_")
+
+
+def group_alive(pid: int) -> bool:
+    try:
+        os.killpg(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    home = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(FOREIGN)}
+    log = home.parent / "demo.out"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "include.continuous_training.demo", "--home", str(home)],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    summary_path = home / "summary.json"
+    deadline = time.monotonic() + 1200
+    while not summary_path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+            pytest.fail(f"the demo ended without a summary:\n{log.read_text()[-6000:]}")
+        time.sleep(2)
+    time.sleep(1)  # the summary is written in one call; let the process print it
+    state = json.loads((home / "services" / "state.json").read_text())
+    groups = [int((home / "airflow.pid").read_text())] + [p["pid"] for p in state["processes"].values()]
+    yield {"summary": json.loads(summary_path.read_text()), "process": process, "log": log, "groups": groups}
+    if process.poll() is None:  # a test failed before the Ctrl-C test: stop it the way a user would
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def s3_client(summary):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=summary["urls"]["s3"],
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        region_name="us-east-1",
+    )
+
+
+def test_the_summary_says_the_loop_closed(demo):
+    summary = demo["summary"]
+    output = demo["log"].read_text()
+    assert summary["loop_closed"] is True, output[-4000:]
+    assert "SUMMARY  loop closed: True" in output
+    decisions = [t["decision"] for t in summary["trainings"]]
+    assert decisions == ["promote", "reject", "promote"], summary["trainings"]
+    first, drift_retrain, new = summary["trainings"]
+    assert drift_retrain["reason"].startswith("drift in 1 of the last 1 windows")
+    assert "the same model" in drift_retrain["decision_record"]
+    assert drift_retrain["registered_version"] is None
+    assert (first["registered_version"], new["registered_version"]) == ("1", "2")
+    assert summary["champion"] == "2"
+    assert new["holdout_roc_auc"] > new["champion_holdout_roc_auc"]
+    assert [d["action"] for d in summary["drift"]] == ["skip", "retrain"]
+
+
+def test_mlflow_holds_what_the_summary_claims(demo):
+    from mlflow import MlflowClient
+
+    summary = demo["summary"]
+    client = MlflowClient(tracking_uri=summary["urls"]["mlflow"])
+    name = summary["model_name"]
+    model = client.get_registered_model(name)
+    assert model.aliases["champion"] == summary["champion"] == "2"
+    assert model.aliases["previous_champion"] == "1"
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    assert versions == [1, 2]  # the rejected drift retrain registered nothing
+    for training in summary["trainings"]:
+        run_id = training["mlflow_run"].rsplit("/", 1)[-1]
+        assert client.get_run(run_id).data.tags["ct.decision"] == training["decision"]
+
+
+def test_the_endpoint_serves_the_champion(demo):
+    import urllib.request
+
+    summary = demo["summary"]
+    base = summary["urls"]["endpoint_docs"].removesuffix("/docs")
+    with urllib.request.urlopen(base + "/metadata", timeout=10) as response:
+        assert json.loads(response.read())["model_version"] == summary["champion"]
+    with urllib.request.urlopen(summary["urls"]["endpoint_docs"], timeout=10) as response:
+        assert response.status == 200
+
+
+def test_s3_holds_the_quarantine_and_the_reports(demo):
+    summary = demo["summary"]
+    s3 = s3_client(summary)
+    (quarantined,) = summary["quarantined"]
+    assert quarantined["key"] == "landing/2026-11-01/export-semicolon.csv"
+    bucket, key = quarantined["report"].removeprefix("s3://").split("/", 1)
+    report = json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    assert "delimited by ';'" in json.dumps(report)
+    copy = key.rsplit("/", 1)[0] + "/export-semicolon.csv"
+    original = s3.get_object(Bucket=bucket, Key=quarantined["key"])["Body"].read()
+    assert s3.get_object(Bucket=bucket, Key=copy)["Body"].read() == original  # raw data kept, byte for byte
+    for uri in summary["reports"]:
+        bucket, key = uri.removeprefix("s3://").split("/", 1)
+        assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] > 10_000
+
+
+def test_airflow_shows_the_runs_with_the_printed_login(demo):
+    from include.continuous_training.demo import AirflowAPI
+
+    summary = demo["summary"]
+    username, password = summary["urls"]["airflow_login"].split(" / ")
+    api = AirflowAPI(summary["urls"]["airflow"], username, password)
+    runs = api.runs("train_and_deploy")
+    assert [r["run_type"] for r in runs] == [
+        "scheduled",  # the tick at unpause: nothing curated yet, skipped
+        "asset_triggered",
+        "operator_triggered",  # by monitor_drift's TriggerDagRunOperator
+        "asset_triggered",
+    ]
+    tick = runs[0]
+    assert tick["state"] == "success"
+    assert api.task_states("train_and_deploy", tick["dag_run_id"])[("assemble_training_data", -1)] == "skipped"
+    assert all(r["state"] == "success" for r in runs)
+
+
+def test_ctrl_c_stops_everything(demo):
+    demo["process"].send_signal(signal.SIGINT)
+    assert demo["process"].wait(timeout=120) == 0
+    deadline = time.monotonic() + 30
+    while any(group_alive(pid) for pid in demo["groups"]) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not [pid for pid in demo["groups"] if group_alive(pid)]
+    assert "stopping" in Path(demo["log"]).read_text()
