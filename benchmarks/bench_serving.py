@@ -7,8 +7,10 @@ Starts S3 + MLflow on loopback, trains and registers one model, then serves vers
   sent the same row in its ``dataframe_split`` format (the encoded features of the model signature);
 
 both with ``--workers`` worker processes, and drives each with ``wrk`` (Debian package ``wrk``) for
-``--seconds`` seconds over ``--connections`` connections. Prints req/s and p50/p99 for each and the
-ratio. Load generator and servers share this machine's cores: read the ratio, not the absolutes.
+``--seconds`` seconds over ``--connections`` connections, first one row per request, then batches of
+100 rows. Ours runs as deployed: input checks on, inference log on (to the S3 server), metrics on.
+Prints req/s (rows/s for batches) and p50/p99 for each and the ratio. Load generator and servers
+share this machine's cores: read the ratio, not the absolutes.
 
     python -m benchmarks.bench_serving --seconds 20 --workers 2
 """
@@ -28,6 +30,8 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+
+from benchmarks.common import Row, emit, json_argument
 
 
 def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> dict[str, float]:
@@ -64,14 +68,20 @@ def wait_for(url: str, timeout: float = 120) -> None:
         time.sleep(0.5)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: list[str] | None = None) -> list[Row]:
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
+    parser.add_argument("--batch", type=int, default=100)
+    json_argument(parser)
+    args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
-        sys.exit("wrk not found: apt-get install wrk")
+        rows = [
+            Row("serving", "endpoint throughput", None, None, "req/s", "", "≥ 1,500 req/s", None, "wrk not installed")
+        ]
+        emit(rows, args.json)
+        return rows
 
     from include.continuous_training.config import load_settings
     from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
@@ -100,17 +110,27 @@ def main() -> None:
             client, settings, register_challenger(client, settings, model["run_id"], model["model_id"], {})
         )
 
-        row = frame.iloc[0]
-        spec_features = list(settings.feature_columns)
-        record = {k: (row[k].item() if hasattr(row[k], "item") else row[k]) for k in spec_features}
         import pandas as pd
 
         from include.continuous_training.registry import load_model
 
+        spec_features = list(settings.feature_columns)
+        records = [
+            {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in frame[spec_features].head(args.batch).to_dict(orient="records")
+        ]
+        record = records[0]
         loaded = load_model(f"models:/{settings.model_name}/1")
         spec: FeatureSpec = loaded.spec
-        encoded = spec.encoded_frame(pd.DataFrame([record]))
-        mlflow_body = {"dataframe_split": {"columns": list(encoded.columns), "data": encoded.values.tolist()}}
+
+        def mlflow_body(rows: list[dict]) -> dict:
+            encoded = spec.encoded_frame(pd.DataFrame(rows))
+            return {"dataframe_split": {"columns": list(encoded.columns), "data": encoded.values.tolist()}}
+
+        bodies = {
+            "ours": (record, {"records": records}),
+            "mlflow models serve": (mlflow_body([record]), mlflow_body(records)),
+        }
 
         env = {
             **os.environ,
@@ -120,7 +140,8 @@ def main() -> None:
             "PYTHONPATH": str(Path.cwd()),
             "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
         }
-        results = {}
+        results: dict[str, dict[str, float]] = {}
+        batches: dict[str, dict[str, float]] = {}
         ours_port, theirs_port = free_port(), free_port()
         servers = {
             "ours": (
@@ -135,7 +156,6 @@ def main() -> None:
                 ],
                 f"http://127.0.0.1:{ours_port}",
                 "/ready",
-                record,
             ),
             "mlflow models serve": (
                 [
@@ -155,32 +175,68 @@ def main() -> None:
                 ],
                 f"http://127.0.0.1:{theirs_port}",
                 "/ping",
-                mlflow_body,
             ),
         }
-        for name, (argv, url, ready, body) in servers.items():
+        for name, (argv, url, ready) in servers.items():
+            single, batch = bodies[name]
             process = subprocess.Popen(
                 argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
             )
             try:
                 wait_for(url + ready)
                 path = "/predict" if name == "ours" else "/invocations"
-                wrk(url + path, body, 3, args.connections, Path(tmp))  # warm-up
-                results[name] = wrk(url + path, body, args.seconds, args.connections, Path(tmp))
+                wrk(url + path, single, 3, args.connections, Path(tmp))  # warm-up
+                results[name] = wrk(url + path, single, args.seconds, args.connections, Path(tmp))
+                batches[name] = wrk(url + path, batch, args.seconds, args.connections, Path(tmp))
             finally:
                 os.killpg(process.pid, 15)
                 process.wait(timeout=30)
 
-    base = results["mlflow models serve"]
-    print(
-        f"single-row POST, {args.workers} workers each, wrk 1 thread x {args.connections} connections, "
-        f"{args.seconds}s, same model (version 1)"
-    )
-    for name, r in results.items():
+    ours, base = results["ours"], results["mlflow models serve"]
+    setup = f"{args.workers} workers each, wrk 1 thread x {args.connections} connections, {args.seconds} s"
+    for name, r in {**results, **{f"{k} ({args.batch}-row batches)": v for k, v in batches.items()}}.items():
         print(
-            f"{name:20s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
-            f"non-2xx {r['non_2xx']:.0f}  throughput x{r['rps'] / base['rps']:.1f}"
+            f"{name:36s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:7.2f} ms  p99 {r['p99_ms']:7.2f} ms  "
+            f"non-2xx {r['non_2xx']:.0f}"
         )
+    errors = sum(r["non_2xx"] for r in [*results.values(), *batches.values()])
+    rows = [
+        Row(
+            "serving",
+            f"single-row POST /predict, {setup}",
+            ours["rps"],
+            base["rps"],
+            "req/s",
+            "mlflow models serve, same model",
+            "≥ 1,500 req/s and ≥ 20x MLflow",
+            ours["rps"] >= 1500 and ours["rps"] >= 20 * base["rps"],
+            note=f"non-2xx {errors:.0f}",
+        ),
+        Row(
+            "serving",
+            "single-row p99 latency under that load",
+            ours["p99_ms"],
+            base["p99_ms"],
+            "ms",
+            "mlflow models serve",
+            "≤ 20 ms",
+            ours["p99_ms"] <= 20,
+            note=f"p50 {ours['p50_ms']:.1f} ms vs {base['p50_ms']:.1f} ms",
+        ),
+        Row(
+            "serving",
+            f"{args.batch}-row batches, rows/s",
+            batches["ours"]["rps"] * args.batch,
+            batches["mlflow models serve"]["rps"] * args.batch,
+            "rows/s",
+            "mlflow models serve",
+            "—",
+            None,
+            note=f"p99 {batches['ours']['p99_ms']:.1f} ms vs {batches['mlflow models serve']['p99_ms']:.1f} ms",
+        ),
+    ]
+    emit(rows, args.json)
+    return rows
 
 
 if __name__ == "__main__":

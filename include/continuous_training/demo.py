@@ -636,10 +636,14 @@ def main(argv: list[str] | None = None) -> int:
 
     def on_signal(signum: int, frame: Any) -> None:
         nonlocal stop_requested
+        if stop_requested:  # a second Ctrl-C while stopping: let the clean-up finish
+            return
         stop_requested = True
         raise KeyboardInterrupt
 
+    # Both, explicitly: a process started in the background inherits SIGINT as ignored.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     try:
         demo.start()
         summary = demo.scenario()
