@@ -2,7 +2,7 @@
 #   make demo        the whole loop on this machine (S3, MLflow, endpoint, Airflow scheduler); ARGS=--exit for CI
 #   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
-#   make bench       training vs. bare xgboost.train; endpoint vs. mlflow models serve (ratios)
+#   make bench       every benchmark as one table (ratios vs. a baseline in the same run) -> bench/results.json
 #   make services-up / services-down / services-status   the loopback S3 + MLflow stack
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo lint test test-fast test-integration bench services-up services-down services-status clean
+.PHONY: help venv demo lint test test-fast test-integration bench bench-quick bench-deps services-up services-down services-status clean
 
 help:
 	@sed -n '2,7p' Makefile
@@ -43,10 +43,18 @@ test-fast: venv
 test-integration: venv
 	$(BIN)/pytest -m integration
 
-bench: venv
-	$(BIN)/python -m benchmarks.bench_training --rows 100000 --repeats 3
-	$(BIN)/python -m benchmarks.bench_serving --seconds 20 --workers 2
-	$(BIN)/python -m benchmarks.bench_drift --rows 10000 100000 1000000
+bench: venv bench-deps
+	$(BIN)/python -m benchmarks.run_all $(ARGS)
+
+bench-quick: venv bench-deps
+	$(BIN)/python -m benchmarks.run_all --quick --out .bench-quick.json
+
+# wrk drives the serving benchmark (Debian/Ubuntu package); installed when missing and we may.
+bench-deps:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk; \
+	  elif command -v sudo >/dev/null; then sudo apt-get update -qq && sudo apt-get install -y -qq wrk; \
+	  else echo "wrk not found: install it (apt-get install wrk) for the serving rows"; fi; }
 
 services-up: venv
 	$(BIN)/python -m include.continuous_training.services up
