@@ -391,19 +391,20 @@ def train_challenger(
     from mlflow.models import infer_signature
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    existing = find_existing_run(settings, dag_run_id, data["data_hash"])
+    device, why = select_device(device_probe)
+    params, rounds, patience = training_params(settings, overrides, device)
+    # Concurrently: is there a finished run of this DAG run already, and the two splits
+    # (HTTP, S3 GET and Parquet decoding all release the GIL).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        lookup = pool.submit(find_existing_run, settings, dag_run_id, data["data_hash"])
+        train_read = pool.submit(read_split, client, settings, data["train_uri"])
+        validation = read_split(client, settings, data["validation_uri"])
+        existing = lookup.result()
+        train = train_read.result()
     if existing:
         log.info("DAG run %s already trained run %s on data %s: reusing it", dag_run_id, existing, data["data_hash"])
         return _run_summary(existing)
-
-    device, why = select_device(device_probe)
     log.info("training on %s: %s", device, why)
-    params, rounds, patience = training_params(settings, overrides, device)
-    # The two splits are read concurrently (S3 GET and Parquet decoding release the GIL).
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        train_read = pool.submit(read_split, client, settings, data["train_uri"])
-        validation = read_split(client, settings, data["validation_uri"])
-        train = train_read.result()
     spec = FeatureSpec.from_frame(train, settings)
     features = train[list(spec.feature_names)]
     reference = features.sample(n=min(settings.reference_sample_rows, len(features)), random_state=settings.seed)

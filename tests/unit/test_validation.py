@@ -33,7 +33,7 @@ def test_a_good_batch_passes_every_expectation(file_format):
     assert outcome.rows == 400
     assert outcome.bad_row_index == []
     assert outcome.suite.name == "transactions"
-    assert outcome.suite.version == "1"
+    assert outcome.suite.version == "2"
 
 
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda b: b.case)
@@ -128,3 +128,23 @@ def test_an_invalid_suite_file_fails_loudly(tmp_path):
     )
     with pytest.raises(ValueError, match="not valid"):
         load_suite(path)
+
+
+def test_text_columns_go_to_gx_as_arrow_strings_unless_they_mix_types():
+    """The speed-up must not hide a value of the wrong type in a text column."""
+    from include.continuous_training.validation import _arrow_strings
+
+    frame = good_frame()
+    converted = _arrow_strings(frame)
+    assert str(converted["channel"].dtype) == "string"
+    assert converted["channel"].dtype.storage == "pyarrow"
+    assert str(converted["amount"].dtype) == str(frame["amount"].dtype)
+    assert frame["channel"].dtype == object  # the caller's frame is untouched
+
+    mixed = frame.astype({"channel": object})
+    mixed.loc[3, "channel"] = 42
+    assert _arrow_strings(mixed)["channel"].dtype == object
+    outcome = validate_batch(mixed, SETTINGS)
+    assert not outcome.success
+    assert 3 in outcome.bad_row_index or outcome.batch_rejected
+    assert "channel" in outcome.reason
