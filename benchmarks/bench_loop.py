@@ -1,7 +1,8 @@
 """End to end on a real scheduler: a batch lands → a new champion serves, split into task time and
 scheduler / hand-off time.
 
-Starts what ``make demo`` starts (S3, MLflow, the endpoint, ``airflow standalone`` with LocalExecutor),
+Starts what ``make demo`` starts (S3, MLflow, the endpoint, ``airflow standalone`` with LocalExecutor,
+the demo's latency settings: sensor lists every 2 s, idle scheduler loop 0.25 s),
 lands one ``--rows`` batch while the ``wait_for_new_data`` sensor is deferred, and waits for
 ``train_and_deploy`` to promote and deploy it. From the task instances Airflow recorded:
 
@@ -47,7 +48,6 @@ def main(argv: list[str] | None = None) -> list[Row]:
     body = to_bytes(generate_batch(BatchSpec(rows=args.rows, seed=5, start=FIRST_DAY, hours=24 * 7)), "parquet")
     with tempfile.TemporaryDirectory() as home:
         demo = Demo(home=Path(home), log=lambda line: print(line, flush=True))
-        os.environ.setdefault("CT_SENSOR_POKE_SECONDS", "5")
         try:
             demo.start()
             demo._settle_unpause_ticks()

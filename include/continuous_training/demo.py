@@ -158,8 +158,13 @@ class Demo:
             "AIRFLOW__API__PORT": str(port),
             "AIRFLOW__API__BASE_URL": self.airflow_url,
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
-            # The demo should not wait a minute between two listings of landing/.
-            "CT_SENSOR_POKE_SECONDS": os.environ.get("CT_SENSOR_POKE_SECONDS", "5"),
+            # Latency over load, for a loop you watch: list landing/ every 2 s (production default 60 s)
+            # and let an idle scheduler loop every 0.25 s (default 1 s). `make bench` (loop rows): the
+            # hand-off share of "batch lands -> champion serving" is 24.6 % with 5 s / 1 s, 13.1 % with these.
+            "CT_SENSOR_POKE_SECONDS": os.environ.get("CT_SENSOR_POKE_SECONDS", "2"),
+            "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"
+            ),
         }
         # This process reads S3 and MLflow for the summary: the same environment as the tasks.
         os.environ.update(self.services.env())
