@@ -64,17 +64,35 @@ class Metrics:
 
 
 class RequestMetrics:
-    """Pure ASGI middleware (BaseHTTPMiddleware costs ~30 % throughput): count and time every request."""
+    """Pure ASGI middleware (BaseHTTPMiddleware costs ~30 % throughput): count and time every request.
 
-    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+    ``POST /predict`` is answered here, without FastAPI's routing and request objects (the same
+    ``score`` function the documented route calls): single-row throughput 7.0k → 9.6k req/s with 2
+    workers (``make bench``). Bodies over the limit are refused while they arrive, not after.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        score: Callable[[bytes], tuple[int, bytes]] | None = None,
+        max_body: int = 1 << 20,
+    ) -> None:
         self.app = app
         self.metrics = metrics
+        self.score = score
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        if self.score is not None and scope["path"] == "/predict" and scope["method"] == "POST":
+            code = await self._predict(receive, send)
+            self.metrics.requests.labels("/predict", str(code)).inc()
+            self.metrics.latency.labels("/predict").observe(time.perf_counter() - started)
+            return
         status = {"code": 500}
 
         async def send_wrapper(message: Message) -> None:
@@ -89,6 +107,31 @@ class RequestMetrics:
             path = getattr(route, "path", None) or "unmatched"
             self.metrics.requests.labels(path, str(status["code"])).inc()
             self.metrics.latency.labels(path).observe(time.perf_counter() - started)
+
+    async def _predict(self, receive: Any, send: Any) -> int:
+        import orjson
+
+        assert self.score is not None
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 499  # the client went away; nothing to answer
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                status, body = 413, orjson.dumps({"detail": f"body is over the limit of {self.max_body} bytes"})
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        else:
+            status, body = self.score(b"".join(chunks))
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return status
 
 
 class RequestError(Exception):
@@ -229,42 +272,48 @@ def create_app(settings: Settings | None = None) -> Any:
         metrics.log_buffered.set(inference_log.buffered)
         return Response(content=metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.post("/predict")
-    async def predict(request: Request) -> Response:
+    def score(body: bytes) -> tuple[int, bytes]:
+        """One /predict call: (status, JSON body). Shared by the route and the raw ASGI fast path."""
         model = store.current  # this request finishes on this model even if a swap happens meanwhile
         if model is None:
-            return json_response({"detail": "no model loaded yet"}, 503)
+            return 503, orjson.dumps({"detail": "no model loaded yet"})
         try:
-            records, single = parse_records(await request.body(), settings)
+            records, single = parse_records(body, settings)
         except RequestError as error:
-            return json_response({"detail": error.detail}, error.status)
+            return error.status, orjson.dumps({"detail": error.detail})
         matrix, errors = encode_records(records, model)
         if errors:
-            return json_response({"detail": errors}, 422)
+            return 422, orjson.dumps({"detail": errors})
         scores = model.booster.inplace_predict(matrix)
         now = time.time()
         threshold = settings.decision_threshold
         predictions, rows = [], []
-        for record, score in zip(records, scores.tolist(), strict=True):
+        for record, probability in zip(records, scores.tolist(), strict=True):
             prediction_id = uuid.uuid4().hex
-            label = int(score >= threshold)
-            predictions.append({"prediction_id": prediction_id, "probability": score, "label": label})
+            label = int(probability >= threshold)
+            predictions.append({"prediction_id": prediction_id, "probability": probability, "label": label})
             rows.append(
                 {
                     **record,
                     "prediction_id": prediction_id,
                     "predicted_at": now,
                     "model_version": model.version,
-                    "score": score,
+                    "score": probability,
                     "label": label,
                 }
             )
-            metrics.scores.observe(score)
+            metrics.scores.observe(probability)
         metrics.predictions.inc(len(records))
         inference_log.append(rows)
         if single:
-            return json_response({**predictions[0], "model_version": model.version})
-        return json_response({"model_version": model.version, "predictions": predictions})
+            return 200, orjson.dumps({**predictions[0], "model_version": model.version})
+        return 200, orjson.dumps({"model_version": model.version, "predictions": predictions})
+
+    @app.post("/predict")
+    async def predict(request: Request) -> Response:
+        """Score one record (an object) or a batch (an array, or ``{"records": [...]}``)."""
+        status, payload = score(await request.body())
+        return Response(content=payload, status_code=status, media_type="application/json")
 
     def authorized(request: Request) -> bool:
         token = settings.serving_admin_token
@@ -310,7 +359,7 @@ def create_app(settings: Settings | None = None) -> Any:
             return json_response({"detail": str(error)}, 504)
         return json_response({"model_version": version, "workers": len(workers)})
 
-    return RequestMetrics(app, metrics)
+    return RequestMetrics(app, metrics, score, settings.serving_max_body_bytes)
 
 
 def _metadata(settings: Settings, model: Any) -> dict[str, Any]:
