@@ -50,9 +50,16 @@ def monitor_drift() -> None:
     @task
     def compute_drift(**context: Any) -> dict[str, Any]:
         """Traffic of the window vs. the champion's reference; reports to S3 and MLflow."""
+        from airflow.sdk.exceptions import AirflowFailException
+
         from include.continuous_training.drift import measure_window
+        from include.continuous_training.run_conf import UnknownConfKeys, check_run_conf
         from include.continuous_training.storage import s3_client_from_connection
 
+        try:
+            check_run_conf(context)
+        except UnknownConfKeys as error:
+            raise AirflowFailException(str(error)) from None
         end = context["dag_run"].run_after
         summary = measure_window(
             s3_client_from_connection(SETTINGS.aws_conn_id),

@@ -90,10 +90,15 @@ def train_and_deploy() -> None:
         """
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from include.continuous_training.run_conf import UnknownConfKeys, check_run_conf
         from include.continuous_training.storage import s3_client_from_connection
         from include.continuous_training.training import NoCuratedData, TrainingDataError
         from include.continuous_training.training import assemble_training_data as assemble
 
+        try:
+            check_run_conf(context)
+        except UnknownConfKeys as error:
+            raise AirflowFailException(str(error)) from None
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
         try:
             return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)

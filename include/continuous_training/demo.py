@@ -68,7 +68,7 @@ class AirflowAPI:
         if auth:
             request.add_header("Authorization", f"Bearer {self.token()}")
         try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 (http(s) only)
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310  # nosec B310
                 payload = response.read()
         except urllib.error.HTTPError as error:
             detail = error.read().decode(errors="replace")[:500]

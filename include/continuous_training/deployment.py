@@ -59,9 +59,11 @@ def _http(method: str, url: str, body: Any = None, token: str | None = None, tim
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310 (configured URL)
+    if not url.startswith(("http://", "https://")):
+        raise DeploymentError(f"the endpoint URL must be http(s), got {url!r}", retryable=False)
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310  # nosec B310
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 (checked)  # nosec B310
             return int(response.status), json.loads(response.read() or b"null")
     except urllib.error.HTTPError as error:
         payload = error.read()

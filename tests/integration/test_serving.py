@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import re
@@ -196,3 +197,72 @@ def test_s3_outage_keeps_serving_and_counts_dropped_rows(champion, tmp_path):
         assert endpoint.get("/ready")[0] == 200
     finally:
         endpoint.stop()
+
+
+# -- hostile clients (issue: reliability) -----------------------------------------------------------
+def _raw_request(endpoint: Endpoint, head: bytes, body_chunks, timeout: float = 10.0) -> tuple[int | None, float]:
+    """Send a request by hand over a socket; (status or None if the server closed first, seconds)."""
+    import socket
+
+    host, port = endpoint.url.removeprefix("http://").split(":")
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            sock.sendall(head)
+            for chunk in body_chunks:
+                sock.sendall(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server stopped reading: what we want for an oversized body
+        try:
+            reply = sock.recv(4096)
+        except (ConnectionResetError, TimeoutError):
+            reply = b""
+    match = re.match(rb"HTTP/1\.1 (\d{3})", reply)
+    return (int(match.group(1)) if match else None), time.monotonic() - started
+
+
+def test_a_50_mb_body_is_refused_without_reading_it_all_and_the_endpoint_stays_up(endpoint):
+    size = 50 * 1024 * 1024
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+    ).encode()
+    chunk = b"[" + b"1," * (512 * 1024)  # 1 MiB of a never-ending JSON array
+    status, seconds = _raw_request(endpoint, head, (chunk for _ in range(50)))
+    assert status in (413, None), status  # 413, or the connection closed on us
+    assert seconds < 30
+    assert endpoint.post("/predict", _good())[0] == 200
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(endpoint):
+    nested = b"[" * 100_000 + b"]" * 100_000
+    status, payload = endpoint.post("/predict", raw=nested[: 1024 * 1024 - 1])
+    assert status == 400, payload
+    status, payload = endpoint.post("/predict", raw=b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}")
+    assert status in (400, 422), payload
+    assert endpoint.post("/predict", _good())[0] == 200
+
+
+def test_slow_clients_do_not_starve_the_others(endpoint):
+    """Slowloris, bounded: 100 connections trickle headers; a normal client is still served fast."""
+    import socket
+
+    host, port = endpoint.url.removeprefix("http://").split(":")
+    slow = []
+    try:
+        for _ in range(100):
+            sock = socket.create_connection((host, int(port)), timeout=5)
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")
+            slow.append(sock)
+        for _ in range(3):  # keep trickling one header line at a time
+            for sock in slow:
+                with contextlib.suppress(OSError):  # the server may close a slow connection: allowed
+                    sock.sendall(b"X-Slow: 1\r\n")
+            started = time.monotonic()
+            status, _ = endpoint.post("/predict", _good())
+            assert status == 200
+            assert time.monotonic() - started < 2.0
+            time.sleep(0.5)
+    finally:
+        for sock in slow:
+            sock.close()
+    assert endpoint.get("/health")[0] == 200

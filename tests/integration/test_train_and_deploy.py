@@ -140,3 +140,30 @@ def test_no_curated_data_fails_at_once_with_a_clear_alert(training, webhook):
     [alert] = webhook.texts()
     assert "Task failed: train_and_deploy.assemble_training_data" in alert
     assert "no curated batches yet" in alert
+
+
+def test_a_wrong_type_in_the_trigger_conf_never_makes_a_run(training, s3):
+    """Airflow validates Param values when the run is created: nothing runs, nothing is written."""
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    dagbag, settings, client = training
+    land_and_curate(s3, settings, _day(0, rows=3000))
+    for conf in ({"window_days": "seven"}, {"dry_run": "yes"}, {"hyperparameters": {"max_dept": 8}}):
+        with pytest.raises(ParamValidationError):
+            run_dag(dagbag, DAG_ID, run_conf=conf)
+    assert client.get_experiment_by_name(settings.mlflow_experiment) is None
+    assert _versions(client, settings.model_name) == []
+
+
+def test_an_unknown_key_in_the_trigger_conf_fails_the_first_task_and_trains_nothing(training, s3, webhook):
+    dagbag, settings, client = training
+    land_and_curate(s3, settings, _day(0, rows=3000))
+    outcome = run_dag(dagbag, DAG_ID, run_conf={"window_dayz": 7})
+    assert outcome.state == "failed"
+    assert outcome.states_of("assemble_training_data") == {-1: "failed"}
+    assert outcome.states_of("train_challenger") == {-1: "upstream_failed"}
+    [alert] = webhook.texts()
+    assert "unknown key(s) ['window_dayz'] in the trigger conf" in alert
+    assert client.get_experiment_by_name(settings.mlflow_experiment) is None
+    assert _versions(client, settings.model_name) == []
+    assert not list(s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix="training/").get("Contents", []))
