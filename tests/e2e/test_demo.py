@@ -53,7 +53,14 @@ def demo(tmp_path_factory):
     time.sleep(1)  # the summary is written in one call; let the process print it
     state = json.loads((home / "services" / "state.json").read_text())
     groups = [int((home / "airflow.pid").read_text())] + [p["pid"] for p in state["processes"].values()]
-    yield {"summary": json.loads(summary_path.read_text()), "process": process, "log": log, "groups": groups}
+    yield {
+        "summary": json.loads(summary_path.read_text()),
+        "process": process,
+        "log": log,
+        "groups": groups,
+        "home": home,
+        "token": state["token"],
+    }
     if process.poll() is None:  # a test failed before the Ctrl-C test: stop it the way a user would
         process.send_signal(signal.SIGINT)
         try:
@@ -151,6 +158,25 @@ def test_airflow_shows_the_runs_with_the_printed_login(demo):
     assert tick["state"] == "success"
     assert api.task_states("train_and_deploy", tick["dag_run_id"])[("assemble_training_data", -1)] == "skipped"
     assert all(r["state"] == "success" for r in runs)
+
+
+def test_no_secret_reaches_a_log(demo):
+    """The endpoint's admin token is used by every deploy and rollback: it must appear in no task log,
+    no service log and not in the demo's output; only in the two 0600 state files meant to hold it."""
+    token = demo["token"]
+    assert len(token) >= 24
+    holders = {demo["home"] / "services" / "state.json", demo["home"] / "services" / "env.sh"}
+    scanned = 0
+    for path in [demo["log"], *demo["home"].rglob("*")]:
+        if not path.is_file() or path in holders or path.suffix in {".db", ".parquet"}:
+            continue
+        scanned += 1
+        assert token not in path.read_text(errors="replace"), f"the admin token is in {path}"
+    task_logs = list((demo["home"] / "airflow" / "logs").rglob("*.log"))
+    assert len(task_logs) >= 20  # every task of every run wrote one, and each was scanned
+    assert scanned > len(task_logs)
+    for holder in holders:
+        assert holder.stat().st_mode & 0o077 == 0, f"{holder} is readable by others"
 
 
 def test_ctrl_c_stops_everything(demo):

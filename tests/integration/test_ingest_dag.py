@@ -126,3 +126,44 @@ def test_a_few_bad_rows_go_to_quarantine_and_the_rest_is_curated(dagbag, s3, set
     )
     assert rows["transaction_id"].tolist() == frame.loc[[10, 20], "transaction_id"].tolist()
     assert entry.report_uri == settings.s3_uri(folder + "report.json")
+
+
+def test_odd_but_valid_files_and_odd_keys_are_ingested_exactly_once(dagbag, s3, settings):
+    """A batch with one class only, extreme outliers in a few rows, and keys with spaces, unicode,
+    ``..`` and ``%``: each ingested once, every object we write stays under its own prefix."""
+    frame = good_frame(rows=400, seed=21)
+    single_class = frame.assign(is_fraud=0)
+    outliers = frame.copy()
+    outliers.loc[[3, 7], "amount"] = 1e12  # beyond the suite's range: row-level, within the budget
+    files = {
+        "single class.csv": to_bytes(single_class, "csv"),
+        "outliers.parquet": to_bytes(outliers, "parquet"),
+        "ünïcödé/Überweisung 2026.csv": to_bytes(good_frame(rows=300, seed=22), "csv"),
+        "../escape/../../x.csv": to_bytes(good_frame(rows=300, seed=23), "csv"),
+        "100%/a b+c.parquet": to_bytes(good_frame(rows=300, seed=24), "parquet"),
+    }
+    for name, body in files.items():
+        s3.put_object(Bucket=settings.s3_bucket, Key=settings.landing_prefix + name, Body=body)
+    landing_before = _landing_snapshot(s3, settings)
+
+    first = run_dag(dagbag, DAG_ID)
+    again = run_dag(dagbag, DAG_ID)  # nothing new: skipped, nothing written twice
+
+    assert first.state == "success", first.task_states
+    assert set(first.states_of("ingest_batch").values()) == {"success"}
+    assert again.states_of("wait_for_new_data") == {-1: "skipped"}
+    assert _landing_snapshot(s3, settings) == landing_before
+    manifest = {entry.source.key: entry for entry in read_manifest(s3, settings)}
+    assert set(manifest) == {settings.landing_prefix + name for name in files}
+    assert all(entry.status == "ingested" for entry in manifest.values())
+    assert manifest[settings.landing_prefix + "single class.csv"].good_rows == 400
+    assert manifest[settings.landing_prefix + "outliers.parquet"].bad_rows == 2
+    written = [
+        key
+        for prefix in (settings.curated_prefix, settings.quarantine_prefix, settings.manifest_prefix)
+        for key in keys_under(s3, settings.s3_bucket, prefix)
+    ]
+    assert len(keys_under(s3, settings.s3_bucket, settings.curated_prefix)) == len(files)
+    for key in written:
+        assert ".." not in key.split("/"), key
+        assert key.isascii(), key  # derived keys are built from ids, not from the landing name
