@@ -420,6 +420,7 @@ def train_challenger(
     }
     tracking = mlflow.MlflowClient()
     experiment_id = mlflow.set_experiment(settings.mlflow_experiment).experiment_id
+    _close_abandoned_runs(tracking, experiment_id, dag_run_id)
     run_id = tracking.create_run(experiment_id, run_name=f"challenger {data['data_hash'][:8]}", tags=tags).info.run_id
     logged_params = {
         **{k: v for k, v in params.items() if k != "eval_metric"},
@@ -488,6 +489,21 @@ def read_manifest_dict(client: S3Client, settings: Settings, uri: str) -> dict[s
     if manifest is None:
         raise TrainingDataError(f"{uri} is missing")
     return dict(manifest)
+
+
+def _close_abandoned_runs(tracking: Any, experiment_id: str, dag_run_id: str) -> None:
+    """A try that died mid-fit (SIGKILL, OOM, lost worker) leaves its run RUNNING: mark it KILLED.
+
+    Only runs of this DAG run are touched, and only when a new try is about to train: Airflow runs
+    one try of a task instance at a time, so an earlier try still RUNNING has died.
+    """
+    stale = tracking.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`ct.dag_run_id` = '{_quote(dag_run_id)}' and attributes.status = 'RUNNING'",
+    )
+    for run in stale:
+        log.warning("run %s of DAG run %s was left RUNNING by a dead try: marked KILLED", run.info.run_id, dag_run_id)
+        tracking.set_terminated(run.info.run_id, "KILLED")
 
 
 def _log_training_inputs(

@@ -1,0 +1,92 @@
+"""Faults injected into real processes: what is left behind, and whether the retry makes it whole."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from include.continuous_training.datasets import BatchSpec, generate_batch
+from include.continuous_training.registry import register_challenger, tracking_client
+from include.continuous_training.training import assemble_training_data, train_challenger
+from tests.conftest import ROOT
+from tests.integration.conftest import land_and_curate
+
+# What the train_challenger task runs, in a process of its own so that it can be SIGKILLed; with
+# thousands of rounds so the kill lands in the fit, not after it.
+TRAIN = """
+import dataclasses, json, sys
+from include.continuous_training.config import load_settings
+from include.continuous_training.storage import s3_client
+from include.continuous_training.training import train_challenger
+settings = dataclasses.replace(load_settings(), model_name=sys.argv[1], mlflow_experiment=sys.argv[1])
+data = json.loads(sys.argv[2])
+train_challenger(s3_client(settings), settings, data, dag_run_id=sys.argv[3],
+                 overrides={"num_boost_round": 5000, "early_stopping_rounds": 5000})
+"""
+
+
+@pytest.fixture
+def isolated(services, empty_bucket):
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.storage import s3_client
+
+    name = f"fault-{uuid.uuid4().hex[:8]}"
+    settings = dataclasses.replace(load_settings(), model_name=name, mlflow_experiment=name)
+    return settings, s3_client(settings)
+
+
+def _runs(client, settings, dag_run_id):
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        return []
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`ct.dag_run_id` = '{dag_run_id}'")
+
+
+def test_training_killed_mid_fit_then_retried_gives_exactly_one_version(isolated):
+    settings, s3 = isolated
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    land_and_curate(s3, settings, {"fault.parquet": generate_batch(BatchSpec(rows=60_000, seed=71, start=start))})
+    data = assemble_training_data(s3, settings)
+    client = tracking_client(settings)
+    dag_run_id = f"manual__fault-{uuid.uuid4().hex[:6]}"
+
+    # Try 1: SIGKILLed while it fits (its MLflow run exists and is RUNNING: the fit has begun).
+    process = subprocess.Popen(
+        [sys.executable, "-c", TRAIN, settings.model_name, json.dumps(data), dag_run_id],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not any(r.info.status == "RUNNING" for r in _runs(client, settings, dag_run_id)):
+        assert process.poll() is None, "the training process ended before it could be killed"
+        assert time.monotonic() < deadline, "the training run never started"
+        time.sleep(0.2)
+    time.sleep(1.0)  # well into the fit
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    [killed] = _runs(client, settings, dag_run_id)
+    assert killed.info.status == "RUNNING"  # what a dead try leaves behind
+
+    # Try 2 (the task's retry): same DAG run, same data.
+    model = train_challenger(s3, settings, data, dag_run_id=dag_run_id)
+    runs = {r.info.run_id: r.info.status for r in _runs(client, settings, dag_run_id)}
+    assert runs == {killed.info.run_id: "KILLED", model["run_id"]: "FINISHED"}
+
+    # Try 3 (a retry of a later task re-running this one): reuses the finished run.
+    assert train_challenger(s3, settings, data, dag_run_id=dag_run_id)["run_id"] == model["run_id"]
+    version = register_challenger(client, settings, model["run_id"], model["model_id"], {})
+    assert register_challenger(client, settings, model["run_id"], model["model_id"], {}) == version
+    versions = client.search_model_versions(f"name = '{settings.model_name}'")
+    assert [v.version for v in versions] == [version]
+    assert versions[0].run_id == model["run_id"]
