@@ -195,7 +195,7 @@ def assemble_training_data(
         "holdout": data.iloc[n - n_holdout :],
     }
     for name, split in splits.items():
-        classes = set(split[settings.label_column].unique())
+        classes = {int(c) for c in split[settings.label_column].unique()}  # not np.int64(0) in the message
         if len(split) < 50 or classes != {0, 1}:
             raise TrainingDataError(
                 f"{name} split has {len(split)} rows and classes {sorted(classes)} in the window "

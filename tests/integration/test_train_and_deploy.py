@@ -167,3 +167,16 @@ def test_an_unknown_key_in_the_trigger_conf_fails_the_first_task_and_trains_noth
     assert client.get_experiment_by_name(settings.mlflow_experiment) is None
     assert _versions(client, settings.model_name) == []
     assert not list(s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix="training/").get("Contents", []))
+
+
+def test_a_window_with_one_class_fails_at_assembly_with_the_reason(training, s3, webhook):
+    dagbag, settings, client = training
+    [(name, frame)] = _day(0, rows=3000).items()
+    land_and_curate(s3, settings, {name: frame.assign(is_fraud=0)})
+    outcome = run_dag(dagbag, DAG_ID)
+    assert outcome.states_of("assemble_training_data") == {-1: "failed"}
+    assert outcome.states_of("train_challenger") == {-1: "upstream_failed"}
+    [alert] = webhook.texts()
+    assert "classes [0]" in alert
+    assert "need >= 50 rows with both classes" in alert
+    assert _versions(client, settings.model_name) == []
