@@ -90,3 +90,47 @@ def test_training_killed_mid_fit_then_retried_gives_exactly_one_version(isolated
     versions = client.search_model_versions(f"name = '{settings.model_name}'")
     assert [v.version for v in versions] == [version]
     assert versions[0].run_id == model["run_id"]
+
+
+def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinished_deploy(isolated, tmp_path):
+    """Deploy v2 (not yet smoke-tested nor promoted), SIGKILL the endpoint, start it again: it must
+    serve the champion v1. Before the fix it resumed the half-finished deploy and served v2."""
+    from include.continuous_training.deployment import LocalEndpoint
+    from include.continuous_training.registry import promote_champion
+    from tests.integration.conftest import Endpoint
+
+    settings, s3 = isolated
+    client = tracking_client(settings)
+    versions = []
+    for day in (1, 2):
+        start = datetime(2026, 11, day, tzinfo=UTC)
+        land_and_curate(
+            s3, settings, {f"kill{day}.parquet": generate_batch(BatchSpec(rows=3000, seed=90 + day, start=start))}
+        )
+        model = train_challenger(s3, settings, assemble_training_data(s3, settings), dag_run_id=f"kill-{day}")
+        versions.append(register_challenger(client, settings, model["run_id"], model["model_id"], {}))
+    v1, v2 = versions
+    promote_champion(client, settings, v1)
+    env = {"CT_MODEL_NAME": settings.model_name, "CT_SERVING_ADMIN_TOKEN": "t" * 24}
+    state_dir = tmp_path / "serving"
+
+    def started() -> Endpoint:
+        endpoint = Endpoint(state_dir, env)
+        deadline = time.monotonic() + 60
+        while endpoint.served_version() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return endpoint
+
+    first = started()
+    assert first.served_version() == v1
+    LocalEndpoint(first.url, env["CT_SERVING_ADMIN_TOKEN"]).deploy(v2)
+    assert first.served_version() == v2  # deployed, but the run dies before smoke test and promotion
+    os.killpg(first.process.pid, signal.SIGKILL)
+    first.process.wait(timeout=30)
+
+    second = started()
+    try:
+        assert second.served_version() == v1
+        assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1
+    finally:
+        second.stop()

@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     # Metrics and heartbeats of a previous run would be counted as live workers: start clean.
     for stale in ("prometheus", "workers"):
         shutil.rmtree(settings.serving_state_dir / stale, ignore_errors=True)
+    # A (re)started endpoint serves the registry's champion. The desired version a previous process
+    # was told to serve may belong to a deploy that never passed its smoke test (the process died
+    # mid-deploy): resuming it would serve a model that did not pass every gate.
+    (settings.serving_state_dir / "desired.json").unlink(missing_ok=True)
     (settings.serving_state_dir / "workers").mkdir(parents=True, exist_ok=True)
     uvicorn.run(
         "include.continuous_training.serving.app:create_app",
