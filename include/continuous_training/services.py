@@ -263,7 +263,34 @@ class LocalServices:
         if self.settings.s3_bucket not in existing:
             client.create_bucket(Bucket=self.settings.s3_bucket)
 
-    def _start_mlflow(self, s3_url: str) -> ServiceProcess:
+    def restart(self, name: str) -> ServiceProcess:
+        """Stop one service and start it again on the same port with the same state (fault tests).
+
+        Only ``mlflow`` (its SQLite backend and the S3 artifacts survive) and ``serving``; the S3
+        server keeps its objects in memory, so a restart would lose them.
+        """
+        if name not in ("mlflow", "serving"):
+            raise ValueError(f"cannot restart {name!r} without losing its state")
+        self.stop_service(name)
+        port = self.processes[name].port if name in self.processes else free_port()
+        if name == "mlflow":
+            proc = self._start_mlflow(self.processes["s3"].url, port=port)
+        else:
+            proc = self._start_serving(port=port)
+        self.processes[name] = proc
+        self._save_state()
+        return proc
+
+    def stop_service(self, name: str) -> None:
+        """SIGKILL one service's process group (a crash, not a shutdown); keep its entry for restart."""
+        proc = self.processes[name]
+        _signal_group(proc.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while _group_alive(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        _reap(proc.pid)
+
+    def _start_mlflow(self, s3_url: str, port: int | None = None) -> ServiceProcess:
         env = self._base_env()
         env.update(
             MLFLOW_S3_ENDPOINT_URL=s3_url,
@@ -292,16 +319,20 @@ class LocalServices:
                 artifacts,
             ]
 
+        if port is not None:
+            return self._spawn("mlflow", argv(port), port, "/health", env)
         return self._spawn_on_free_port("mlflow", argv, "/health", env)
 
-    def _start_serving(self) -> ServiceProcess:
+    def _start_serving(self, port: int | None = None) -> ServiceProcess:
         """The endpoint, pointed at this stack's S3 and MLflow (serves ``champion`` once there is one)."""
         env = self._base_env()
         env.update(self.env())
         env.update(CT_SERVING_ADMIN_TOKEN=self.admin_token, CT_SERVING_STATE_DIR=str(self.state_dir / "serving"))
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
         workers = self.settings.serving_workers
-        return self._spawn_on_free_port("serving", lambda port: _serving_argv(port, workers), "/health", env)
+        if port is not None:
+            return self._spawn("serving", _serving_argv(port, workers), port, "/health", env)
+        return self._spawn_on_free_port("serving", lambda p: _serving_argv(p, workers), "/health", env)
 
 
 def _serving_argv(port: int, workers: int) -> list[str]:

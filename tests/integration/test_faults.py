@@ -134,3 +134,50 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
         assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1
     finally:
         second.stop()
+
+
+def test_mlflow_down_during_registration_then_retried_registers_once(tmp_path, monkeypatch):
+    """A stack of its own (its MLflow server is killed and restarted on the same port and store)."""
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.registry import CHALLENGER, load_model, promote_champion
+    from include.continuous_training.services import LocalServices
+    from include.continuous_training.storage import s3_client
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now; the Airflow task retry retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with LocalServices(state_dir=tmp_path / "stack", with_endpoint=False) as stack:
+        for key, value in stack.env().items():
+            monkeypatch.setenv(key, value)
+        settings = dataclasses.replace(load_settings(), model_name="down", mlflow_experiment="down")
+        s3 = s3_client(settings)
+        client = tracking_client(settings)
+        models = []
+        for day in (1, 2):
+            start = datetime(2026, 11, day, tzinfo=UTC)
+            batch = generate_batch(BatchSpec(rows=3000, seed=110 + day, start=start))
+            land_and_curate(s3, settings, {f"down{day}.parquet": batch})
+            models.append(
+                train_challenger(s3, settings, assemble_training_data(s3, settings), dag_run_id=f"down-{day}")
+            )
+        v1 = register_challenger(client, settings, models[0]["run_id"], models[0]["model_id"], {})
+        promote_champion(client, settings, v1)
+
+        stack.stop_service("mlflow")
+        with pytest.raises(Exception, match=r"(?i)connection|refused|max retries"):
+            register_challenger(client, settings, models[1]["run_id"], models[1]["model_id"], {})
+        stack.restart("mlflow")
+
+        # Died half-way: the version exists, the alias was never set. The retry must finish it, not add one.
+        half = client.create_model_version(
+            settings.model_name,
+            f"models:/{models[1]['model_id']}",
+            run_id=models[1]["run_id"],
+            model_id=models[1]["model_id"],
+        )
+        v2 = register_challenger(client, settings, models[1]["run_id"], models[1]["model_id"], {})
+        assert v2 == str(half.version)
+        versions = sorted(v.version for v in client.search_model_versions(f"name = '{settings.model_name}'"))
+        assert versions == [v1, v2]
+        aliases = client.get_registered_model(settings.model_name).aliases
+        assert aliases == {"champion": v1, CHALLENGER: v2}  # the champion never moved
+        assert load_model(f"models:/{settings.model_name}/{v2}").booster is not None  # artifacts all there
