@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -182,3 +183,85 @@ class Endpoint:
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:
     return sorted(item["Key"] for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", []))
+
+
+class CuttableProxy:
+    """A TCP proxy on loopback in front of a real server, for fault tests: it forwards bytes until it
+    has seen ``cut_after`` HTTP requests, then drops every connection and refuses new ones until
+    :meth:`restore` (an S3 outage in the middle of a task, at a chosen request)."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+        import threading
+
+        self.upstream_port = upstream_port
+        self.requests = 0
+        self.cut_after: int | None = None
+        self.cut = False
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.cut:
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            with self._lock:
+                self._sockets += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, True), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, False), daemon=True).start()
+
+    def _pipe(self, source: Any, target: Any, counting: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if counting:
+                    with self._lock:
+                        self.requests += data.count(b" HTTP/1.1\r\n")
+                        if self.cut_after is not None and self.requests > self.cut_after:
+                            self.cut = True
+                    if self.cut:
+                        self.drop_all()
+                        return
+                target.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, target):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def drop_all(self) -> None:
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def cut_at(self, request: int | None) -> None:
+        """Let ``request`` more requests through, then cut (None: never)."""
+        with self._lock:
+            self.requests = 0
+            self.cut_after = request
+            self.cut = False
+
+    def restore(self) -> None:
+        self.cut_at(None)
+
+    def close(self) -> None:
+        self.drop_all()
+        self._server.close()

@@ -181,3 +181,59 @@ def test_mlflow_down_during_registration_then_retried_registers_once(tmp_path, m
         aliases = client.get_registered_model(settings.model_name).aliases
         assert aliases == {"champion": v1, CHALLENGER: v2}  # the champion never moved
         assert load_model(f"models:/{settings.model_name}/{v2}").booster is not None  # artifacts all there
+
+
+def test_s3_cut_at_every_request_of_an_ingest_then_retried_curates_exactly_once(services, empty_bucket):
+    """The ingest of one object makes a handful of S3 requests. For each of them in turn: cut S3 right
+    there, see the try fail, restore, retry (same run, as Airflow's task retry does), and check the
+    outcome: one curated object, complete; one ``done`` entry; landing untouched."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.datasets import to_bytes
+    from include.continuous_training.ingestion import find_new_objects, ingest_object, read_manifest
+    from include.continuous_training.storage import list_objects, read_parquet_object, s3_client
+    from tests.integration.conftest import CuttableProxy
+
+    settings = load_settings()
+    direct = s3_client(settings)
+    proxy = CuttableProxy(int(services.processes["s3"].url.rsplit(":", 1)[1]))
+    through_proxy = boto3.client(
+        "s3", endpoint_url=proxy.url, config=Config(retries={"max_attempts": 1}, connect_timeout=2, read_timeout=5)
+    )
+    body = to_bytes(generate_batch(BatchSpec(rows=2000, seed=121)), "parquet")
+    try:
+        # A clean ingest through the proxy: how many requests one takes.
+        direct.put_object(Bucket=settings.s3_bucket, Key=settings.landing_prefix + "probe.parquet", Body=body)
+        [probe] = find_new_objects(direct, settings)
+        proxy.cut_at(None)
+        ingest_object(through_proxy, settings, probe, run_id="probe")
+        steps = proxy.requests
+        assert steps >= 4
+        print(f"\none ingest = {steps} S3 requests; cutting at each in turn")
+
+        for step in range(steps):
+            key = f"{settings.landing_prefix}cut-{step}.parquet"
+            direct.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+            [ref] = [r for r in find_new_objects(direct, settings) if r.key == key]
+            proxy.cut_at(step)
+            with pytest.raises((BotoCoreError, ClientError)):
+                ingest_object(through_proxy, settings, ref, run_id=f"run-{step}")
+            proxy.restore()
+            result = ingest_object(through_proxy, settings, ref, run_id=f"run-{step}")  # the retry
+            assert result.status == "ingested", (step, result.reason)
+            again = ingest_object(direct, settings, ref, run_id=f"run-{step}")
+            assert again.curated_uri == result.curated_uri, step
+            curated_key = result.curated_uri.split(f"{settings.s3_bucket}/", 1)[1]
+            frame, _ = read_parquet_object(direct, settings.s3_bucket, curated_key)
+            assert len(frame) == 2000, step  # complete, not a partial object
+            assert direct.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read() == body
+        done = [e for e in read_manifest(direct, settings) if e.source.key.startswith(settings.landing_prefix + "cut-")]
+        assert len(done) == steps
+        assert all(e.status == "ingested" for e in done)
+        curated = list(list_objects(direct, settings.s3_bucket, settings.curated_prefix))
+        assert len(curated) == steps + 1  # one per object (and the probe), no duplicates, no leftovers
+    finally:
+        proxy.close()
