@@ -129,7 +129,7 @@ class Demo:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
         from include.continuous_training.config import load_settings
-        from include.continuous_training.services import LocalServices, free_port, http_ok
+        from include.continuous_training.services import LocalServices, free_port
         from include.continuous_training.storage import s3_client
 
         self.home = self.home.resolve()
@@ -176,7 +176,23 @@ class Demo:
         for line in self._run_python("include.continuous_training.airflow_settings", "apply").splitlines():
             self.say(f"  {line}")
         self.say(f"starting Airflow (airflow standalone) on {self.airflow_url}")
-        log = (self.home / "airflow-standalone.log").open("wb")
+        self.start_airflow()
+        passwords = airflow_home / "simple_auth_manager_passwords.json.generated"
+        self._wait(passwords.exists, 60, "the generated Airflow password")
+        username, password = next(iter(json.loads(passwords.read_text()).items()))
+        self.airflow_login = (username, password)
+        self.api = AirflowAPI(self.airflow_url, username, password)
+        api = self.api
+        self._wait(lambda: set(DAG_IDS) <= api.dag_ids() or self._import_errors(), 300, "the DAGs to be parsed")
+        for dag_id in DAG_IDS:
+            api.unpause(dag_id)
+        self.say(f"DAGs unpaused: {', '.join(DAG_IDS)}")
+
+    def start_airflow(self) -> None:
+        """``airflow standalone`` in its own process group, on this demo's home; waits for the API."""
+        from include.continuous_training.services import http_ok
+
+        log = (self.home / "airflow-standalone.log").open("ab")
         self.processes["airflow"] = subprocess.Popen(
             [str(Path(sys.executable).parent / "airflow"), "standalone"],
             env=self.env,
@@ -188,16 +204,15 @@ class Demo:
         )
         (self.home / "airflow.pid").write_text(str(self.processes["airflow"].pid))
         self._wait(lambda: http_ok(f"{self.airflow_url}/api/v2/monitor/health"), 300, "the Airflow api-server")
-        passwords = airflow_home / "simple_auth_manager_passwords.json.generated"
-        self._wait(passwords.exists, 60, "the generated Airflow password")
-        username, password = next(iter(json.loads(passwords.read_text()).items()))
-        self.airflow_login = (username, password)
-        self.api = AirflowAPI(self.airflow_url, username, password)
-        api = self.api
-        self._wait(lambda: set(DAG_IDS) <= api.dag_ids() or self._import_errors(), 300, "the DAGs to be parsed")
-        for dag_id in DAG_IDS:
-            api.unpause(dag_id)
-        self.say(f"DAGs unpaused: {', '.join(DAG_IDS)}")
+        if self.api is not None:
+            self.api._token = None  # a restarted api-server may sign with a new key
+
+    def crash_airflow(self) -> None:
+        """SIGKILL every process of ``airflow standalone`` at once (fault tests): no clean shutdown."""
+        process = self.processes.pop("airflow")
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
     def stop(self) -> None:
         for proc in self.processes.values():

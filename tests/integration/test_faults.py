@@ -226,6 +226,7 @@ def test_s3_cut_at_every_request_of_an_ingest_then_retried_curates_exactly_once(
             assert result.status == "ingested", (step, result.reason)
             again = ingest_object(direct, settings, ref, run_id=f"run-{step}")
             assert again.curated_uri == result.curated_uri, step
+            assert result.curated_uri is not None
             curated_key = result.curated_uri.split(f"{settings.s3_bucket}/", 1)[1]
             frame, _ = read_parquet_object(direct, settings.s3_bucket, curated_key)
             assert len(frame) == 2000, step  # complete, not a partial object

@@ -1,0 +1,57 @@
+"""A real scheduler killed in the middle of an ingest, then started again: the run completes and the
+object is ingested exactly once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+
+pytestmark = pytest.mark.timeout(1200)
+
+
+def test_airflow_killed_mid_ingest_then_restarted_finishes_the_run_once(tmp_path, monkeypatch):
+    from include.continuous_training.demo import Demo
+    from include.continuous_training.ingestion import read_manifest
+    from include.continuous_training.storage import list_objects
+
+    # Notice the killed task's missing heartbeats in seconds, not the default five minutes.
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "15")
+    monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL", "5")
+    saved = dict(os.environ)  # Demo points this process at its own services
+    demo = Demo(home=tmp_path / "demo", log=print)
+    try:
+        demo.start()
+        demo._settle_unpause_ticks()
+        api = demo.api
+        assert api is not None
+        run_id = demo._listening_ingest_run()
+        key = demo.settings.landing_prefix + "restart/batch.parquet"
+        body = to_bytes(generate_batch(BatchSpec(rows=300_000, seed=131)), "parquet")
+        demo.s3.put_object(Bucket=demo.settings.s3_bucket, Key=key, Body=body)
+        demo._wait(
+            lambda: api.task_states("ingest_new_data", run_id).get(("ingest_batch", 0)) == "running",
+            180,
+            "ingest_batch to start",
+            every=0.2,
+        )
+        demo.crash_airflow()
+        demo.start_airflow()
+        run = demo._wait_run("ingest_new_data", run_id, timeout=600)
+
+        assert run["state"] == "success", api.task_states("ingest_new_data", run_id)
+        entries = [e for e in read_manifest(demo.s3, demo.settings) if e.source.key == key]
+        assert [e.status for e in entries] == ["ingested"]
+        assert entries[0].good_rows == 300_000
+        curated = list(list_objects(demo.s3, demo.settings.s3_bucket, demo.settings.curated_prefix))
+        assert len(curated) == 1
+        tis = api._send("GET", f"/api/v2/dags/ingest_new_data/dagRuns/{run_id}/taskInstances")["task_instances"]
+        [batch_ti] = [ti for ti in tis if ti["task_id"] == "ingest_batch"]
+        assert batch_ti["try_number"] >= 2  # the killed try, then the retry that finished
+        assert demo.s3.get_object(Bucket=demo.settings.s3_bucket, Key=key)["Body"].read() == body
+    finally:
+        demo.stop()
+        os.environ.clear()
+        os.environ.update(saved)
