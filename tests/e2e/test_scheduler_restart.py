@@ -20,6 +20,9 @@ def test_airflow_killed_mid_ingest_then_restarted_finishes_the_run_once(tmp_path
     # Notice the killed task's missing heartbeats in seconds, not the default five minutes.
     monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT", "15")
     monkeypatch.setenv("AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL", "5")
+    # tests/conftest.py makes sensors give up after 4 s for dag.test(); a real scheduler waits.
+    monkeypatch.setenv("CT_SENSOR_TIMEOUT_SECONDS", "3300")
+    monkeypatch.setenv("CT_SENSOR_POKE_SECONDS", "2")
     saved = dict(os.environ)  # Demo points this process at its own services
     demo = Demo(home=tmp_path / "demo", log=print)
     try:
