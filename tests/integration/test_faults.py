@@ -122,11 +122,15 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
         return endpoint
 
     first = started()
-    assert first.served_version() == v1
-    LocalEndpoint(first.url, env["CT_SERVING_ADMIN_TOKEN"]).deploy(v2)
-    assert first.served_version() == v2  # deployed, but the run dies before smoke test and promotion
-    os.killpg(first.process.pid, signal.SIGKILL)
-    first.process.wait(timeout=30)
+    try:
+        assert first.served_version() == v1
+        LocalEndpoint(first.url, env["CT_SERVING_ADMIN_TOKEN"]).deploy(v2)
+        assert first.served_version() == v2  # deployed, but the run dies before smoke test and promotion
+        os.killpg(first.process.pid, signal.SIGKILL)
+        first.process.wait(timeout=30)
+    finally:
+        if first.process.poll() is None:  # a failure above must not leave the endpoint running
+            first.stop()
 
     second = started()
     try:
