@@ -2,6 +2,7 @@
 #   make demo        the whole loop on this machine (S3, MLflow, endpoint, Airflow scheduler); ARGS=--exit for CI
 #   make test        create .venv if needed, lint, type-check, run every test (what CI runs)
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
+#   make audit       every pin in constraints.txt against OSV (SKIPPED when unreachable; CT_AUDIT_REQUIRED=1 fails then)
 #   make bench       every benchmark as one table (ratios vs. a baseline in the same run) -> bench/results.json
 #   make services-up / services-down / services-status   the loopback S3 + MLflow stack
 SHELL := /bin/bash
@@ -12,10 +13,10 @@ STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.8
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: help venv demo lint test test-fast test-integration bench bench-quick bench-deps services-up services-down services-status clean
+.PHONY: help venv demo lint audit test test-fast test-integration bench bench-quick bench-deps services-up services-down services-status clean
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,8p' Makefile
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required, found " + sys.version)'
@@ -33,9 +34,12 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r dags include plugins benchmarks
+	$(BIN)/bandit -q -c pyproject.toml -r dags include plugins benchmarks tools
 
-test: lint
+audit: venv
+	$(BIN)/python -m tools.audit $(ARGS)
+
+test: lint audit
 	$(BIN)/pytest --durations=15
 
 test-fast: venv
