@@ -297,8 +297,11 @@ def _arrow_strings(frame: pd.DataFrame) -> pd.DataFrame:
 def _run(frame: pd.DataFrame, suite: ExpectationSuite, result_format: str) -> list[Any]:
     import great_expectations as gx
     import pandas as pd
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="ephemeral")
+    # no tqdm bar per batch in task logs ("Calculating Metrics: 100%|...", rewritten line by line)
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
     batch_definition = (
         context.data_sources.add_pandas("landing")
         .add_dataframe_asset("batch")

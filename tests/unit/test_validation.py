@@ -36,6 +36,13 @@ def test_a_good_batch_passes_every_expectation(file_format):
     assert outcome.suite.version == "2"
 
 
+def test_validation_writes_no_progress_bar(capfd: pytest.CaptureFixture[str]) -> None:
+    """GX draws a tqdm bar per batch by default: in a task log that is noise, line after line."""
+    assert _check(to_bytes(good_frame(), "csv"), "batch.csv").success
+    captured = capfd.readouterr()
+    assert "Calculating Metrics" not in captured.err + captured.out
+
+
 @pytest.mark.parametrize("bad", BAD_INPUTS, ids=lambda b: b.case)
 def test_every_bad_input_is_rejected_with_a_clear_reason(bad: BadInput):
     data = bad.build(good_frame())
