@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OSV_URL = "https://api.osv.dev/v1/query"
 
@@ -97,7 +99,7 @@ def load_ignores(pyproject: Path) -> list[Ignore]:
                 raise AuditConfigError(f"{where}: 'until' must be a date (YYYY-MM-DD): {exc}") from None
         if not isinstance(until, date) or isinstance(until, datetime):
             raise AuditConfigError(f"{where}: 'until' is required (a date, YYYY-MM-DD): accepted risks expire")
-        ignores.append(Ignore(entry["id"], _canonical(entry["package"]), entry["reason"].strip(), until))
+        ignores.append(Ignore(entry["id"], canonicalize_name(entry["package"].strip()), entry["reason"].strip(), until))
     return ignores
 
 
@@ -114,7 +116,7 @@ def probe(osv_url: str, timeout: float) -> str | None:
             payload = json.loads(response.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return f"{osv_url} answered HTTP {exc.code}"
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+    except OSError as exc:  # URLError, timeouts, refused connections
         reason = getattr(exc, "reason", exc)
         return f"{osv_url} unreachable: {reason}"
     except ValueError:
@@ -179,7 +181,7 @@ def findings_from(report: dict[str, Any]) -> tuple[list[Finding], list[str], int
             ids = (vuln["id"], *vuln.get("aliases", []))
             findings.append(
                 Finding(
-                    package=_canonical(dep["name"]),
+                    package=canonicalize_name(dep["name"]),
                     version=str(dep.get("version", "?")),
                     ids=tuple(dict.fromkeys(ids)),
                     fix_versions=tuple(vuln.get("fix_versions", [])),
@@ -206,10 +208,6 @@ def split_accepted(
         else:
             accepted.append((finding, match))
     return unexplained, accepted, expired
-
-
-def _canonical(name: str) -> str:
-    return name.strip().lower().replace("_", "-").replace(".", "-")
 
 
 def _line(f: Finding) -> str:

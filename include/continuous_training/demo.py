@@ -169,7 +169,7 @@ class Demo:
             ),
             # LocalExecutor workers forked from a forkserver that imported the heavy libraries once:
             # each task process is then forked with them loaded instead of importing them itself
-            # (mlflow, xgboost, sklearn, GX take 2-3 s each here). `make bench` (loop rows): tasks of
+            # (mlflow, xgboost, sklearn 3 s each here, GX 6 s). `make bench` (loop rows): tasks of
             # "batch lands -> champion serving" 39.9 s -> 11 s. A module that is not installed is skipped.
             "AIRFLOW__SCHEDULER__MP_START_METHOD": os.environ.get("AIRFLOW__SCHEDULER__MP_START_METHOD", "forkserver"),
             "AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD": os.environ.get(

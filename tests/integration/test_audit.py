@@ -9,6 +9,7 @@ real pip-audit over the real ``constraints.txt`` in a subprocess, through ``pyth
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -18,18 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 CONSTRAINTS = ROOT / "constraints.txt"
 
 
 def _pins() -> dict[str, str]:
-    pins = {}
+    pins: dict[str, str] = {}
     for line in CONSTRAINTS.read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, version = line.split("==")
-            pins[name.lower().replace("_", "-").replace(".", "-")] = version
+            pins[canonicalize_name(name)] = version
     return pins
 
 
@@ -103,8 +105,6 @@ def feed() -> Iterator[FakeOsv]:
 
 
 def audit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
     environ = {k: v for k, v in os.environ.items() if k not in ("CT_AUDIT_REQUIRED", "CT_OSV_URL")}
     environ.update(env or {})
     return subprocess.run(
