@@ -1,6 +1,6 @@
 """GPU: ``xgboost.train`` on cpu vs cuda at ``--rows`` rows, same data and params, same process.
 
-Runs only where this xgboost build has CUDA and a device is visible (``training.select_device``);
+Runs only where this xgboost build has CUDA and a device is visible (``devices.select_device``);
 elsewhere it records "no GPU here" and why, so the table always has the row.
 
     python -m benchmarks.bench_gpu --rows 1000000
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     json_argument(parser)
     args = parser.parse_args(argv)
 
-    from include.continuous_training.training import select_device
+    from include.continuous_training.devices import select_device
 
     device, why = select_device()
     what = f"train {args.rows:,} rows: cuda vs cpu (xgboost.train, same data and params)"
@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     from include.continuous_training.config import load_settings
     from include.continuous_training.datasets import BatchSpec, generate_batch
-    from include.continuous_training.training import FeatureSpec, training_params
+    from include.continuous_training.features import FeatureSpec
+    from include.continuous_training.training import training_params
 
     settings = load_settings()
     frame = generate_batch(BatchSpec(rows=args.rows, seed=1, hours=24 * 7))

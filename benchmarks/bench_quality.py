@@ -107,9 +107,10 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     from include.continuous_training.config import load_settings
     from include.continuous_training.datasets import BatchSpec, generate_batch
-    from include.continuous_training.drift import _sample, compute_drift
+    from include.continuous_training.drift import compute_drift, sample_rows
+    from include.continuous_training.features import FeatureSpec
     from include.continuous_training.registry import LoadedModel
-    from include.continuous_training.training import FeatureSpec, fit_booster, training_params
+    from include.continuous_training.training import fit_booster, training_params
     from include.continuous_training.validation import validate_batch
 
     settings = load_settings()
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
         def baseline(current: Any = current) -> dict[str, bool]:
             """The same work as compute_drift: sample, score the reference, then the tests."""
-            sample = _sample(current, cap, settings.seed)
+            sample = sample_rows(current, cap, settings.seed)
             scored = reference.assign(score=booster.inplace_predict(spec.matrix(reference)))
             return scipy_drift(scored, sample, numeric, categorical)
 

@@ -85,11 +85,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     from include.continuous_training.config import load_settings
     from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+    from include.continuous_training.features import FeatureSpec
     from include.continuous_training.ingestion import find_new_objects, ingest_object
     from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
     from include.continuous_training.services import LocalServices, free_port
     from include.continuous_training.storage import s3_client
-    from include.continuous_training.training import FeatureSpec, assemble_training_data, train_challenger
+    from include.continuous_training.training import assemble_training_data, train_challenger
 
     with tempfile.TemporaryDirectory() as tmp, LocalServices(state_dir=Path(tmp), with_endpoint=False) as stack:
         os.environ.update(stack.env())

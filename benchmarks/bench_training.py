@@ -50,15 +50,14 @@ def measure(n_rows: int, repeats: int, target: float) -> list[Row]:
 
     from include.continuous_training.config import load_settings
     from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+    from include.continuous_training.devices import select_device
+    from include.continuous_training.features import FeatureSpec
     from include.continuous_training.ingestion import find_new_objects, ingest_object
     from include.continuous_training.services import LocalServices
-    from include.continuous_training.storage import s3_client
+    from include.continuous_training.storage import read_parquet_uri, s3_client
     from include.continuous_training.training import (
-        FeatureSpec,
         assemble_training_data,
         fit_booster,
-        read_split,
-        select_device,
         train_challenger,
         training_params,
     )
@@ -77,8 +76,8 @@ def measure(n_rows: int, repeats: int, target: float) -> list[Row]:
         for ref in find_new_objects(s3, settings):
             ingest_object(s3, settings, ref, run_id="bench")
         data = assemble_training_data(s3, settings)
-        train = read_split(s3, settings, data["train_uri"])
-        validation = read_split(s3, settings, data["validation_uri"])
+        train = read_parquet_uri(s3, settings, data["train_uri"])
+        validation = read_parquet_uri(s3, settings, data["validation_uri"])
         device, why = select_device()
         params, rounds, patience = training_params(settings, None, device)
         spec = FeatureSpec.from_frame(train, settings)

@@ -28,6 +28,8 @@ from airflow.sdk import dag, task
 
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings
+from include.continuous_training.errors import task_outcome
+from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.sensors import NewLandingObjectsSensor
 
 SETTINGS = load_settings()
@@ -47,6 +49,7 @@ CURATED_BATCHES = curated_batches_asset(SETTINGS)
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
         "retry_exponential_backoff": True,
+        "on_failure_callback": alert_on_failure,  # a quarantined batch reaches the alert channel
     },
 )
 def ingest_new_data() -> None:
@@ -62,19 +65,15 @@ def ingest_new_data() -> None:
     def ingest_batch(landing_object: dict[str, Any], **context: Any) -> dict[str, Any]:
         """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
         from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from include.continuous_training.ingestion import AlreadyClaimed, BatchQuarantined, ingest_object
+        from include.continuous_training.ingestion import ingest_object
         from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
         ref = ObjectRef.from_dict(landing_object)
         get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
-        try:
+        # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
+        with task_outcome():
             result = ingest_object(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, ref, context["run_id"])
-        except BatchQuarantined as quarantined:  # retrying cannot make bad data good
-            raise AirflowFailException(str(quarantined)) from None
-        except AlreadyClaimed as claimed:
-            raise AirflowSkipException(str(claimed)) from None
         context["outlet_events"][CURATED_BATCHES].extra = result.asset_extra()
         return result.as_dict()
 

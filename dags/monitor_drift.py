@@ -25,6 +25,8 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import CronTriggerTimetable, Param, XComArg, dag, task
 
 from include.continuous_training.config import load_settings
+from include.continuous_training.errors import task_outcome
+from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, persist_link
 from include.continuous_training.notifications import alert_on_failure
 
 SETTINGS = load_settings()
@@ -50,25 +52,20 @@ def monitor_drift() -> None:
     @task
     def compute_drift(**context: Any) -> dict[str, Any]:
         """Traffic of the window vs. the champion's reference; reports to S3 and MLflow."""
-        from airflow.sdk.exceptions import AirflowFailException
-
         from include.continuous_training.drift import measure_window
-        from include.continuous_training.run_conf import UnknownConfKeys, check_run_conf
+        from include.continuous_training.run_conf import check_run_conf
         from include.continuous_training.storage import s3_client_from_connection
 
-        try:
-            check_run_conf(context)
-        except UnknownConfKeys as error:
-            raise AirflowFailException(str(error)) from None
         end = context["dag_run"].run_after
-        summary = measure_window(
-            s3_client_from_connection(SETTINGS.aws_conn_id),
-            SETTINGS,
-            end - timedelta(hours=context["params"]["window_hours"]),
-            end,
-        )
-        # Shown as the task's "Drift report" button (plugins/continuous_training_links.py).
-        context["ti"].xcom_push(key="_link_DriftReportLink", value=summary.get("mlflow_report_url", ""))
+        with task_outcome():
+            check_run_conf(context)
+            summary = measure_window(
+                s3_client_from_connection(SETTINGS.aws_conn_id),
+                SETTINGS,
+                end - timedelta(hours=context["params"]["window_hours"]),
+                end,
+            )
+        persist_link(context, DRIFT_REPORT_LINK_KEY, summary.get("mlflow_report_url", ""))  # "Drift report" button
         return summary
 
     @task.branch

@@ -39,8 +39,11 @@ from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, Trigge
 
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings
+from include.continuous_training.errors import task_outcome
+from include.continuous_training.features import TUNABLE_PARAMS
+from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
 from include.continuous_training.notifications import alert_on_failure
-from include.continuous_training.training import TUNABLE_PARAMS
+from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
 
 SETTINGS = load_settings()
 CURATED_BATCHES = curated_batches_asset(SETTINGS)
@@ -82,39 +85,33 @@ HYPERPARAMETER_SCHEMA = {
 )
 def train_and_deploy() -> None:
     @task
-    def assemble_training_data(**context: Any) -> dict[str, Any]:
+    def assemble_training_data(**context: Any) -> TrainingData:
         """Curated batches in the window → split URIs and the data manifest.
 
         A scheduled tick on a fresh installation (nothing curated yet) is skipped; any other run
-        without usable data fails at once.
+        without usable data fails at once (waiting and retrying does not make data appear).
         """
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-        from include.continuous_training.run_conf import UnknownConfKeys, check_run_conf
+        from include.continuous_training.run_conf import check_run_conf
         from include.continuous_training.storage import s3_client_from_connection
-        from include.continuous_training.training import NoCuratedData, TrainingDataError
+        from include.continuous_training.training import NoCuratedData, NothingCuratedYet
         from include.continuous_training.training import assemble_training_data as assemble
 
-        try:
+        with task_outcome():
             check_run_conf(context)
-        except UnknownConfKeys as error:
-            raise AirflowFailException(str(error)) from None
-        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
-        try:
-            return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
-        except NoCuratedData as error:
-            if context["dag_run"].run_type == "scheduled":
-                raise AirflowSkipException(f"{error} (scheduled tick before any data has arrived)") from None
-            raise AirflowFailException(str(error)) from None
-        except TrainingDataError as error:  # waiting and retrying does not make data appear
-            raise AirflowFailException(str(error)) from None
+            s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+            try:
+                return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+            except NoCuratedData as error:
+                if context["dag_run"].run_type == "scheduled":
+                    raise NothingCuratedYet(f"{error} (scheduled tick before any data has arrived)") from None
+                raise
 
     @task(
         queue=SETTINGS.gpu_queue,
         pool=SETTINGS.gpu_pool,
         execution_timeout=timedelta(minutes=SETTINGS.training_timeout_minutes),
     )
-    def train_challenger(data: dict[str, Any], **context: Any) -> dict[str, Any]:
+    def train_challenger(data: TrainingData, **context: Any) -> TrainedModel:
         """XGBoost on cuda when visible, else cpu; everything logged to MLflow."""
         from include.continuous_training.storage import s3_client_from_connection
         from include.continuous_training.training import run_reason, train_challenger
@@ -122,21 +119,22 @@ def train_and_deploy() -> None:
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
         params = context["params"]
         reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
-        model = train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
-        # Shown as the task's "MLflow run" button (plugins/continuous_training_links.py).
-        context["ti"].xcom_push(key="_link_MlflowRunLink", value=model["run_url"])
+        with task_outcome():
+            model = train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
+        persist_link(context, MLFLOW_RUN_LINK_KEY, model["run_url"])  # the task's "MLflow run" button
         return model
 
     @task
-    def evaluate_challenger(data: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    def evaluate_challenger(data: TrainingData, model: TrainedModel) -> Evaluation:
         """Challenger and champion on the same holdout."""
         from include.continuous_training.evaluation import evaluate_challenger as evaluate
         from include.continuous_training.storage import s3_client_from_connection
 
-        return evaluate(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data, model["model_uri"])
+        with task_outcome():
+            return evaluate(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data, model["model_uri"])
 
     @task.branch
-    def decide_promotion(evaluation: dict[str, Any], model: dict[str, Any], **context: Any) -> str:
+    def decide_promotion(evaluation: Evaluation, model: TrainedModel, **context: Any) -> str:
         """Gates → decision record (logged here and in MLflow) → the branch to follow."""
         from include.continuous_training.evaluation import decide_promotion as decide
         from include.continuous_training.evaluation import log_decision
@@ -150,68 +148,64 @@ def train_and_deploy() -> None:
         return "register_challenger" if decision.promoted else "reject_challenger"
 
     @task
-    def register_challenger(model: dict[str, Any], data: dict[str, Any], **context: Any) -> str:
+    def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
         """New model version aliased `challenger` (once per run), tagged with what justified it."""
         from include.continuous_training.registry import register_challenger as register
         from include.continuous_training.registry import tracking_client
-        from include.continuous_training.storage import s3_client_from_connection
-        from include.continuous_training.training import read_manifest_dict
+        from include.continuous_training.storage import read_json_uri, s3_client_from_connection
 
         decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
-        manifest = read_manifest_dict(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
-        tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision, "ct.data_manifest": manifest}
-        return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
+        with task_outcome():
+            manifest = read_json_uri(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
+            tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision, "ct.data_manifest": manifest}
+            return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
 
     @task
-    def deploy_challenger(version: str, **context: Any) -> dict[str, str | None]:
+    def deploy_challenger(version: str, **context: Any) -> Deployment:
         """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-
-        from include.continuous_training.deployment import DeploymentError, target_for
+        from include.continuous_training.deployment import target_for
+        from include.continuous_training.errors import NothingToDo
         from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
 
-        if SETTINGS.deployment_target == "none":
-            raise AirflowSkipException("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
-        champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
-        context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
-        try:
-            target_for(SETTINGS).deploy(version)
-        except DeploymentError as error:
-            if error.retryable:
-                raise
-            raise AirflowFailException(str(error)) from None  # a refusal does not change on retry
-        return {"version": version, "previous": str(champion.version) if champion else None}
+        with task_outcome():
+            if SETTINGS.deployment_target == "none":
+                raise NothingToDo("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
+            champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
+            context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
+            target_for(SETTINGS).deploy(version)  # unreachable: retried; refused: fails at once
+        return Deployment(version=version, previous=str(champion.version) if champion else None)
 
     @task
-    def smoke_test(deployment: dict[str, str | None], data: dict[str, Any]) -> dict[str, Any]:
+    def smoke_test(deployment: Deployment, data: TrainingData) -> dict[str, Any]:
         """Golden set over HTTP: equal to offline predictions, p99 within budget, zero errors."""
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from include.continuous_training.deployment import run_smoke_test
+        from include.continuous_training.deployment import SmokeTestFailed, run_smoke_test
         from include.continuous_training.storage import s3_client_from_connection
 
         s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
-        report = run_smoke_test(s3, SETTINGS, data, str(deployment["version"]))
-        print(f"smoke test of version {deployment['version']}: {report.reason()}")
-        if not report.passed:
-            raise AirflowFailException(f"smoke test failed for version {deployment['version']}: {report.reason()}")
+        with task_outcome():
+            report = run_smoke_test(s3, SETTINGS, data, deployment["version"])
+            print(f"smoke test of version {deployment['version']}: {report.reason()}")
+            if not report.passed:
+                raise SmokeTestFailed(f"smoke test failed for version {deployment['version']}: {report.reason()}")
         return report.as_dict()
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=20))
     def rollback_deployment(**context: Any) -> str | None:
-        """Deploy or smoke test failed: put the endpoint back on the champion (aliases never moved)."""
-        from airflow.sdk.exceptions import AirflowSkipException
-
+        """Deploy or smoke test failed: endpoint back on the champion; the failed version loses `challenger`."""
         from include.continuous_training.deployment import rollback_to_champion
+        from include.continuous_training.errors import NothingToDo
         from include.continuous_training.notifications import send_alert
 
-        if context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted") is None:
-            raise AirflowSkipException("nothing was deployed in this run: nothing to roll back")
-        restored = rollback_to_champion(SETTINGS)
+        attempted = context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted")
+        with task_outcome():
+            if attempted is None:
+                raise NothingToDo("nothing was deployed in this run: nothing to roll back")
+            restored = rollback_to_champion(SETTINGS, rolled_back=str(attempted))
+        served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
         send_alert(
             SETTINGS,
             f"Deployment rolled back ({context['run_id']})",
-            f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded",
+            f"{served}; version {attempted} is no longer the challenger",
         )
         return restored
 
@@ -224,7 +218,7 @@ def train_and_deploy() -> None:
         return promote(tracking_client(SETTINGS), SETTINGS, version)
 
     @task
-    def reject_challenger(model: dict[str, Any], **context: Any) -> None:
+    def reject_challenger(model: TrainedModel, **context: Any) -> None:
         """Champion untouched; the run is tagged rejected and an alert says why."""
         from include.continuous_training.notifications import send_alert
         from include.continuous_training.registry import tracking_client
@@ -234,7 +228,7 @@ def train_and_deploy() -> None:
         send_alert(SETTINGS, f"Challenger rejected ({context['run_id']})", "; ".join(decision["reasons"]))
 
     @task
-    def report_dry_run(model: dict[str, Any], **context: Any) -> None:
+    def report_dry_run(model: TrainedModel, **context: Any) -> None:
         """Dry run: the decision is in the log and in MLflow; nothing is registered or promoted."""
         from include.continuous_training.registry import tracking_client
 

@@ -1,7 +1,8 @@
 """Operator extra links: "MLflow run" on the training task, "Drift report" on the drift task.
 
-Real plugin objects only. The tasks store each URL in XCom under the link's ``xcom_key``; the link
-returns it for the task instance the UI asks about (empty for every other task).
+Real plugin objects only. The tasks store each URL in XCom with ``links.persist_link`` under the key
+each link class declares (``key``, from ``include/continuous_training/links.py``); the link returns
+it for the task instance the UI asks about (empty for every other task).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import TYPE_CHECKING
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
+from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, MLFLOW_RUN_LINK_KEY
+
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
     from airflow.sdk.types import TaskInstanceKey
@@ -18,6 +21,11 @@ if TYPE_CHECKING:
 
 class _XComLink(BaseOperatorLink):
     name = "link"
+    key = ""  # each link declares the XCom key its task persists the URL under
+
+    @property
+    def xcom_key(self) -> str:
+        return self.key
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         from airflow.models.xcom import XComModel
@@ -41,12 +49,14 @@ class MlflowRunLink(_XComLink):
     """The challenger's MLflow run (params, per-round metrics, model, decision record)."""
 
     name = "MLflow run"
+    key = MLFLOW_RUN_LINK_KEY
 
 
 class DriftReportLink(_XComLink):
     """The day's Evidently report in the MLflow UI."""
 
     name = "Drift report"
+    key = DRIFT_REPORT_LINK_KEY
 
 
 class ContinuousTrainingPlugin(AirflowPlugin):

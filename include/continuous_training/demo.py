@@ -463,9 +463,9 @@ class Demo:
         return str(version.version)
 
     def _check_served(self, version: str) -> None:
-        from include.continuous_training.deployment import _http
+        from include.continuous_training.deployment import http_json
 
-        status, metadata = _http("GET", self.services.processes["serving"].url + "/metadata")
+        status, metadata = http_json("GET", self.services.processes["serving"].url + "/metadata")
         served = str(metadata.get("model_version")) if status == 200 else None
         if served != version:
             raise DemoError(f"the endpoint serves {served}, the champion is v{version}")

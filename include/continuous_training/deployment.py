@@ -4,9 +4,8 @@ A :class:`DeploymentTarget` knows how to make an endpoint serve a version and wh
 serves. Targets:
 
 - ``local`` (:class:`LocalEndpoint`): this package's endpoint, through ``POST /admin/reload``.
-- ``sagemaker`` (:class:`SageMakerEndpoint`): the amazon provider's SageMaker model / endpoint-config /
-  endpoint calls. Exercised against moto in the tests; **untested against real AWS**, and it needs an
-  XGBoost serving image and execution role configured (``CT_SAGEMAKER_IMAGE``, ``CT_SAGEMAKER_ROLE_ARN``).
+
+``CT_DEPLOYMENT_TARGET=none`` promotes without deploying (no target is built).
 
 :func:`smoke_test` sends a golden set to the endpoint one row at a time and fails unless every
 prediction equals the offline prediction of the same model (max abs diff <= 1e-6), the p99 latency is
@@ -18,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 import urllib.error
 import urllib.request
@@ -26,35 +24,37 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from include.continuous_training.config import Settings
+from include.continuous_training.errors import ContinuousTrainingError, DeploymentError
+from include.continuous_training.records import TrainingData
 
 if TYPE_CHECKING:
     import pandas as pd
 
+__all__ = ["DeploymentError", "DeploymentTarget", "LocalEndpoint", "SmokeTestFailed", "http_json", "target_for"]
 log = logging.getLogger(__name__)
 MAX_ABS_DIFF = 1e-6
 
 
-class DeploymentError(RuntimeError):
-    """The endpoint did not take the version, or did not serve it correctly.
-
-    ``retryable`` is True when trying again may help (endpoint unreachable), False when it cannot
-    (refused: bad token, model that does not load).
-    """
-
-    def __init__(self, message: str, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable
+class SmokeTestFailed(ContinuousTrainingError):
+    """The deployed version did not serve what was evaluated (a retry would test the same thing)."""
 
 
 class DeploymentTarget(Protocol):
+    """An endpoint that can serve a version, say which it serves, and stop serving."""
+
     name: str
 
     def deploy(self, version: str) -> None: ...
 
+    def unload(self) -> None: ...
+
     def serving_version(self) -> str | None: ...
 
 
-def _http(method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0) -> tuple[int, Any]:
+def http_json(
+    method: str, url: str, body: Any = None, token: str | None = None, timeout: float = 30.0
+) -> tuple[int, Any]:
+    """One JSON request: ``(status, decoded body)``; HTTP errors are returned, not raised."""
     data = json.dumps(body).encode() if body is not None else None
     headers = {"Content-Type": "application/json"}
     if token:
@@ -85,7 +85,9 @@ class LocalEndpoint:
         if not self.token:
             raise DeploymentError("CT_SERVING_ADMIN_TOKEN is not set: cannot ask the endpoint to reload")
         try:
-            status, payload = _http("POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180)
+            status, payload = http_json(
+                "POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180
+            )
         except (urllib.error.URLError, OSError) as error:
             raise DeploymentError(f"endpoint {self.url} unreachable: {error}", retryable=True) from error
         if status != 200 or str(payload.get("model_version")) != str(version):
@@ -94,111 +96,42 @@ class LocalEndpoint:
 
     def unload(self) -> None:
         """Nothing to roll back to (first deployment): stop serving rather than serve a failed model."""
-        status, payload = _http("POST", f"{self.url}/admin/unload", {}, self.token)
+        status, payload = http_json("POST", f"{self.url}/admin/unload", {}, self.token)
         if status != 200:
             raise DeploymentError(f"endpoint {self.url} refused to unload: HTTP {status} {payload}")
 
     def serving_version(self) -> str | None:
         try:
-            status, payload = _http("GET", f"{self.url}/ready", timeout=10)
+            status, payload = http_json("GET", f"{self.url}/ready", timeout=10)
         except (urllib.error.URLError, OSError):
             return None
         return str(payload["model_version"]) if status == 200 else None
 
 
-@dataclass
-class SageMakerEndpoint:
-    """A SageMaker real-time endpoint per registered model (untested against real AWS)."""
+def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> str | None:
+    """Point the endpoint back at the ``champion`` version (or unload it when there is none).
 
-    settings: Settings
-    image: str
-    role_arn: str
-    model_data_url: str
-    name: str = "sagemaker"
+    ``rolled_back`` is the version whose deployment failed: it loses the ``challenger`` alias (it
+    failed a gate after all) and is tagged ``ct.rolled_back``.
+    """
+    from include.continuous_training.registry import CHAMPION, retire_challenger, tracking_client, version_by_alias
 
-    @property
-    def endpoint_name(self) -> str:
-        return f"{self.settings.model_name}-endpoint"[:63]
-
-    def _client(self) -> Any:
-        from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
-
-        return SageMakerHook(aws_conn_id=self.settings.aws_conn_id).get_conn()
-
-    def deploy(self, version: str) -> None:
-        from botocore.exceptions import ClientError
-
-        client = self._client()
-        model_name = f"{self.settings.model_name}-v{version}"[:63]
-        config_name = f"{model_name}-config"[:63]
-        try:
-            client.create_model(
-                ModelName=model_name,
-                PrimaryContainer={"Image": self.image, "ModelDataUrl": self.model_data_url},
-                ExecutionRoleArn=self.role_arn,
-                Tags=[{"Key": "ct.version", "Value": version}],
-            )
-            client.create_endpoint_config(
-                EndpointConfigName=config_name,
-                ProductionVariants=[
-                    {
-                        "VariantName": "champion",
-                        "ModelName": model_name,
-                        "InitialInstanceCount": 1,
-                        "InstanceType": "ml.m5.large",
-                    }
-                ],
-            )
-        except ClientError as error:
-            if "already exist" not in str(error).lower():
-                raise DeploymentError(f"SageMaker refused {model_name}: {error}") from error
-        try:
-            client.describe_endpoint(EndpointName=self.endpoint_name)
-        except ClientError:
-            client.create_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
-            return
-        try:
-            client.update_endpoint(EndpointName=self.endpoint_name, EndpointConfigName=config_name)
-        except ClientError as error:
-            raise DeploymentError(f"SageMaker refused to update {self.endpoint_name}: {error}") from error
-
-    def serving_version(self) -> str | None:
-        from botocore.exceptions import ClientError
-
-        client = self._client()
-        try:
-            endpoint = client.describe_endpoint(EndpointName=self.endpoint_name)
-        except ClientError:
-            return None
-        config = client.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
-        model_name = config["ProductionVariants"][0]["ModelName"]
-        return model_name.rsplit("-v", 1)[-1]
-
-
-def rollback_to_champion(settings: Settings) -> str | None:
-    """Point the endpoint back at the ``champion`` version (or unload it when there is none)."""
-    from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
-
-    champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
+    client = tracking_client(settings)
+    champion = version_by_alias(client, settings.model_name, CHAMPION)
     target = target_for(settings)
     if champion is None:
-        if isinstance(target, LocalEndpoint):
-            target.unload()
-        return None
-    target.deploy(str(champion.version))
-    return str(champion.version)
+        target.unload()
+    else:
+        target.deploy(str(champion.version))
+    if rolled_back is not None and (champion is None or str(champion.version) != rolled_back):
+        retire_challenger(client, settings, rolled_back)
+    return str(champion.version) if champion is not None else None
 
 
-def target_for(settings: Settings, model_data_url: str = "") -> DeploymentTarget:
+def target_for(settings: Settings) -> DeploymentTarget:
+    """The endpoint ``CT_DEPLOYMENT_TARGET`` names (``none`` has none: callers skip deploying)."""
     if settings.deployment_target == "local":
         return LocalEndpoint(settings.serving_url, settings.serving_admin_token)
-    if settings.deployment_target == "sagemaker":
-        return SageMakerEndpoint(
-            settings,
-            image=os.environ.get("CT_SAGEMAKER_IMAGE", ""),
-            role_arn=os.environ.get("CT_SAGEMAKER_ROLE_ARN", ""),
-            model_data_url=model_data_url,
-        )
     raise DeploymentError(f"no deployment target for CT_DEPLOYMENT_TARGET={settings.deployment_target!r}")
 
 
@@ -256,7 +189,7 @@ def smoke_test(
     for record, offline in zip(records, expected, strict=True):
         started = time.perf_counter()
         try:
-            status, payload = _http("POST", f"{url}/predict", record, timeout=10)
+            status, payload = http_json("POST", f"{url}/predict", record, timeout=10)
         except (urllib.error.URLError, OSError) as error:
             status, payload = 0, str(error)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -282,13 +215,13 @@ def smoke_test(
     )
 
 
-def run_smoke_test(s3: Any, settings: Settings, data: dict[str, Any], version: str) -> SmokeReport:
+def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str) -> SmokeReport:
     """Golden set from this run's holdout; offline scores from the registered version itself."""
     from include.continuous_training.registry import load_model
-    from include.continuous_training.training import read_split
+    from include.continuous_training.storage import read_parquet_uri
 
     model = load_model(f"models:/{settings.model_name}/{version}")
-    holdout = read_split(s3, settings, data["holdout_uri"])
+    holdout = read_parquet_uri(s3, settings, data["holdout_uri"])
     records = golden_records(holdout, model.spec.feature_names, settings.smoke_requests, settings.seed)
     import pandas as pd
 

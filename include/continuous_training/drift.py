@@ -77,8 +77,8 @@ def load_reference(settings: Settings) -> tuple[pd.DataFrame, str, Any]:
     import mlflow
     import pandas as pd
 
+    from include.continuous_training.features import REFERENCE_ARTIFACT
     from include.continuous_training.registry import CHAMPION, load_model, tracking_client, version_by_alias
-    from include.continuous_training.training import REFERENCE_ARTIFACT
 
     champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
     if champion is None:
@@ -89,7 +89,8 @@ def load_reference(settings: Settings) -> tuple[pd.DataFrame, str, Any]:
 
 
 # -- drift --------------------------------------------------------------------------------------------
-def _sample(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
+def sample_rows(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
+    """A seeded sample of at most ``cap`` rows (the whole frame when it is smaller)."""
     return frame.sample(n=cap, random_state=seed) if len(frame) > cap else frame
 
 
@@ -108,8 +109,8 @@ def compute_drift(
 
     cap = cap or settings.drift_sample_rows
     features = list(settings.feature_columns)
-    reference = _sample(reference, cap, settings.seed).reset_index(drop=True)
-    current = _sample(current, cap, settings.seed).reset_index(drop=True)
+    reference = sample_rows(reference, cap, settings.seed).reset_index(drop=True)
+    current = sample_rows(current, cap, settings.seed).reset_index(drop=True)
     reference = reference.assign(score=model.booster.inplace_predict(model.spec.matrix(reference)))
     definition = DataDefinition(
         numerical_columns=[*settings.numeric_columns, "score"], categorical_columns=list(settings.categorical_columns)

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
+from include.continuous_training.records import ChampionScores, Evaluation, TrainingData
 
 if TYPE_CHECKING:
     import numpy as np
@@ -109,32 +110,32 @@ def slice_metrics(
 
 
 # -- evaluation (I/O) -------------------------------------------------------------------------------
-def evaluate_challenger(s3: Any, settings: Settings, data: dict[str, Any], challenger_uri: str) -> dict[str, Any]:
+def evaluate_challenger(s3: Any, settings: Settings, data: TrainingData, challenger_uri: str) -> Evaluation:
     """Score the challenger and the current champion on the SAME holdout; return a JSON-able report."""
     import numpy as np
 
     from include.continuous_training.registry import CHAMPION, load_model, tracking_client, version_by_alias
-    from include.continuous_training.training import read_split
+    from include.continuous_training.storage import read_parquet_uri
 
-    holdout = read_split(s3, settings, data["holdout_uri"])
+    holdout = read_parquet_uri(s3, settings, data["holdout_uri"])
     y = holdout[settings.label_column].to_numpy().astype(int)
     threshold = settings.decision_threshold
     challenger = load_model(challenger_uri)
     chal_scores = challenger.booster.inplace_predict(challenger.spec.matrix(holdout))
-    report: dict[str, Any] = {
-        "holdout_uri": data["holdout_uri"],
-        "holdout_rows": len(holdout),
-        "threshold": threshold,
-        "slice_column": settings.slice_column,
-        "challenger": {
+    report = Evaluation(
+        holdout_uri=data["holdout_uri"],
+        holdout_rows=len(holdout),
+        threshold=threshold,
+        slice_column=settings.slice_column,
+        challenger={
             "model_uri": challenger_uri,
             "metrics": classification_metrics(y, chal_scores, threshold),
             "slices": slice_metrics(holdout, y, chal_scores, settings.slice_column, threshold),
             "score_std": float(np.std(chal_scores)),
         },
-        "champion": None,
-        "bootstrap": None,
-    }
+        champion=None,
+        bootstrap=None,
+    )
     client = tracking_client(settings)
     champion_version = version_by_alias(client, settings.model_name, CHAMPION)
     if champion_version is None:
@@ -147,15 +148,15 @@ def evaluate_challenger(s3: Any, settings: Settings, data: dict[str, Any], chall
         log.warning("champion %s cannot score the holdout: %s", champion_uri, error)
         report["champion"] = {"version": str(champion_version.version), "error": f"{type(error).__name__}: {error}"}
         return report
-    report["champion"] = {
-        "version": str(champion_version.version),
-        "model_uri": champion_uri,
-        "max_score_difference": float(np.max(np.abs(chal_scores - champ_scores))) if len(y) else 0.0,
+    report["champion"] = ChampionScores(
+        version=str(champion_version.version),
+        model_uri=champion_uri,
+        max_score_difference=float(np.max(np.abs(chal_scores - champ_scores))) if len(y) else 0.0,
         # A re-run of the DAG run that registered the champion evaluates the champion against itself.
-        "is_challenger": challenger_uri in (champion_version.source, f"models:/{champion_version.model_id}"),
-        "metrics": classification_metrics(y, champ_scores, threshold),
-        "slices": slice_metrics(holdout, y, champ_scores, settings.slice_column, threshold),
-    }
+        is_challenger=challenger_uri in (champion_version.source, f"models:/{champion_version.model_id}"),
+        metrics=classification_metrics(y, champ_scores, threshold),
+        slices=slice_metrics(holdout, y, champ_scores, settings.slice_column, threshold),
+    )
     report["bootstrap"] = paired_bootstrap_auc_gain(
         y, chal_scores, champ_scores, settings.bootstrap_samples, settings.seed
     )
@@ -197,7 +198,7 @@ class DecisionRecord:
         return asdict(self)
 
 
-def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bool = False) -> DecisionRecord:
+def decide_promotion(evaluation: Evaluation, settings: Settings, dry_run: bool = False) -> DecisionRecord:
     """The promotion decision as a record; pure (no I/O), so it is tested on numbers alone."""
     challenger = evaluation["challenger"]
     metrics = challenger["metrics"]
@@ -217,8 +218,8 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
             f"holdout score std {challenger['score_std']:.2e}",
         ),
     ]
-    champion = evaluation.get("champion")
-    gain = evaluation.get("bootstrap")
+    champion = evaluation["champion"]
+    gain = evaluation["bootstrap"]
     slices: dict[str, dict[str, float | None]] = {}
     champion_metrics = None
     if champion and "metrics" in champion and gain:
@@ -246,7 +247,7 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
             if gated and slice_delta is not None and (worst is None or slice_delta < worst[1]):
                 worst = (name, slice_delta)
         difference = champion.get("max_score_difference")
-        if difference is not None and not champion.get("is_challenger"):
+        if difference is not None and not champion.get("is_challenger", False):
             gates.append(
                 Gate(
                     "differs_from_champion",
@@ -284,7 +285,7 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
         gates=gates,
         thresholds=thresholds,
         challenger_metrics=metrics,
-        champion_version=champion.get("version") if champion else None,
+        champion_version=champion["version"] if champion else None,
         champion_metrics=champion_metrics,
         auc_gain=gain,
         dry_run=dry_run,
@@ -292,14 +293,14 @@ def decide_promotion(evaluation: dict[str, Any], settings: Settings, dry_run: bo
     )
 
 
-def log_decision(settings: Settings, run_id: str, evaluation: dict[str, Any], decision: DecisionRecord) -> None:
+def log_decision(settings: Settings, run_id: str, evaluation: Evaluation, decision: DecisionRecord) -> None:
     """Attach the evaluation and the decision record to the challenger's MLflow run."""
     import math
 
     from include.continuous_training.registry import tracking_client
 
     client = tracking_client(settings)
-    client.log_dict(run_id, evaluation, "evaluation/evaluation.json")
+    client.log_dict(run_id, dict(evaluation), "evaluation/evaluation.json")
     client.log_dict(run_id, decision.as_dict(), "evaluation/decision.json")
     for name, value in decision.challenger_metrics.items():
         if math.isfinite(value):

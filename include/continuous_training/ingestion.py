@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
+from include.continuous_training.errors import DataError, NothingToDo
 from include.continuous_training.storage import (
     ObjectRef,
     PreconditionFailed,
@@ -48,12 +49,12 @@ Status = Literal["ingested", "quarantined"]
 CLAIM_TIMEOUT = timedelta(hours=2)
 
 
-class BatchQuarantined(Exception):
+class BatchQuarantined(DataError):
     """The object (or too many of its rows) failed validation and was quarantined."""
 
 
-class AlreadyClaimed(Exception):
-    """Another live run holds the claim on this object."""
+class AlreadyClaimed(NothingToDo):
+    """Another live run holds the claim on this object (this task has nothing to do)."""
 
 
 @dataclass(frozen=True)
@@ -174,15 +175,11 @@ def claim_object(
     if age < claim_timeout:
         raise AlreadyClaimed(f"{ref.key}: claimed by run {current.get('run_id')!r} {age.total_seconds():.0f}s ago")
     # Take over a stale claim; If-Match on the claim's ETag lets only one run win the takeover.
+    # Only a refused condition means another run won; any other error (network, S3 down) propagates
+    # and the task is retried.
     try:
-        client.put_object(
-            Bucket=settings.s3_bucket,
-            Key=key,
-            Body=json.dumps(body, indent=2, sort_keys=True).encode(),
-            ContentType="application/json",
-            IfMatch=head["ETag"],
-        )
-    except Exception as error:  # PreconditionFailed from botocore: someone else took it first
+        put_json(client, settings.s3_bucket, key, body, if_match=head["ETag"])
+    except PreconditionFailed as error:
         raise AlreadyClaimed(f"{ref.key}: another run took over the stale claim first") from error
     log.warning("%s: took over a stale claim of run %s", ref.key, current.get("run_id"))
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from include.continuous_training.training import FeatureSpec
+    from include.continuous_training.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def load_model(model_uri: str) -> LoadedModel:
     import mlflow
     import xgboost as xgb
 
-    from include.continuous_training.training import FEATURE_SPEC_FILE, FeatureSpec
+    from include.continuous_training.features import FEATURE_SPEC_FILE, FeatureSpec
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -137,3 +137,13 @@ def promote_champion(client: MlflowClient, settings: Settings, version: str) -> 
     client.set_model_version_tag(name, version, "ct.promoted", "true")
     log.info("%s champion: version %s (was %s)", name, version, previous)
     return {"champion": version, "previous_champion": previous}
+
+
+def retire_challenger(client: MlflowClient, settings: Settings, version: str) -> None:
+    """A version whose rollout failed: ``challenger`` stops pointing at it; it is tagged ``ct.rolled_back``."""
+    name = settings.model_name
+    current = version_by_alias(client, name, CHALLENGER)
+    if current is not None and str(current.version) == version:
+        client.delete_registered_model_alias(name, CHALLENGER)
+    client.set_model_version_tag(name, version, "ct.rolled_back", "true")
+    log.info("%s version %s rolled back: alias %s cleared", name, version, CHALLENGER)

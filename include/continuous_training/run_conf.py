@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from include.continuous_training.errors import ConfigurationError
 
-class UnknownConfKeys(ValueError):
+
+class UnknownConfKeys(ConfigurationError):
     """The trigger conf names keys this DAG does not take."""
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.config import Settings
+from include.continuous_training.errors import ContinuousTrainingError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,8 +32,12 @@ else:
 _SAFE_PART = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
-class PreconditionFailed(Exception):
+class PreconditionFailed(ContinuousTrainingError):
     """A conditional S3 request was refused (object exists, or it changed since it was listed)."""
+
+
+class MissingObject(DataError):
+    """An object another stage recorded (a split, a manifest) is not in the bucket."""
 
 
 @dataclass(frozen=True)
@@ -104,30 +109,37 @@ def put_bytes(
     data: bytes,
     content_type: str = "application/octet-stream",
     only_if_absent: bool = False,
+    if_match: str | None = None,
 ) -> str:
     """Write one object in a single request (integrity-checked with Content-MD5); return its ETag.
 
     With ``only_if_absent`` the write is refused with :class:`PreconditionFailed` when the key
-    exists, which makes it a claim no concurrent writer can also win.
+    exists, which makes it a claim no concurrent writer can also win; with ``if_match`` (an ETag)
+    when the object is no longer that version, so of two writers replacing it only one wins.
     """
     from botocore.exceptions import ClientError
 
     digest = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()  # S3's Content-MD5
     extra: dict[str, Any] = {"IfNoneMatch": "*"} if only_if_absent else {}
+    if if_match is not None:
+        extra["IfMatch"] = if_match if if_match.startswith('"') else f'"{if_match}"'
     try:
         response = client.put_object(
             Bucket=bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=digest, **extra
         )
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
-            raise PreconditionFailed(f"s3://{bucket}/{key} already exists") from error
+            state = "already exists" if only_if_absent else f"is no longer version {if_match}"
+            raise PreconditionFailed(f"s3://{bucket}/{key} {state}") from error
         raise
     return str(response["ETag"]).strip('"')
 
 
-def put_json(client: S3Client, bucket: str, key: str, payload: Any, only_if_absent: bool = False) -> str:
+def put_json(
+    client: S3Client, bucket: str, key: str, payload: Any, only_if_absent: bool = False, if_match: str | None = None
+) -> str:
     data = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
-    return put_bytes(client, bucket, key, data, "application/json", only_if_absent=only_if_absent)
+    return put_bytes(client, bucket, key, data, "application/json", only_if_absent=only_if_absent, if_match=if_match)
 
 
 def parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -167,3 +179,24 @@ def copy_object(client: S3Client, bucket: str, source: ObjectRef, destination_ke
         CopySource={"Bucket": bucket, "Key": source.key},
         CopySourceIfMatch=f'"{source.etag}"',
     )
+
+
+def key_of(settings: Settings, uri: str) -> str:
+    """The key of ``s3://<project bucket>/<key>``; any other URI is refused."""
+    prefix = f"s3://{settings.s3_bucket}/"
+    if not uri.startswith(prefix):
+        raise DataError(f"{uri} is not in the project bucket {settings.s3_bucket}")
+    return uri[len(prefix) :]
+
+
+def read_parquet_uri(client: S3Client, settings: Settings, uri: str) -> pd.DataFrame:
+    """The Parquet object at an ``s3://`` URI of the project bucket, as a DataFrame."""
+    return read_parquet_object(client, settings.s3_bucket, key_of(settings, uri))[0]
+
+
+def read_json_uri(client: S3Client, settings: Settings, uri: str) -> dict[str, Any]:
+    """The JSON object at an ``s3://`` URI of the project bucket; :class:`MissingObject` when absent."""
+    document = get_json(client, settings.s3_bucket, key_of(settings, uri))
+    if document is None:
+        raise MissingObject(f"{uri} is missing")
+    return dict(document)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -22,41 +21,36 @@ import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.config import Settings
-from include.continuous_training.storage import S3Client, parquet_bytes, put_bytes, put_json, read_parquet_object
+from include.continuous_training.devices import cuda_device_count, select_device
+from include.continuous_training.errors import ConfigurationError, DataError, NothingToDo
+from include.continuous_training.features import FEATURE_SPEC_FILE, TUNABLE_PARAMS, FeatureSpec
+from include.continuous_training.records import TrainedModel, TrainingData
+from include.continuous_training.storage import (
+    S3Client,
+    key_of,
+    parquet_bytes,
+    put_bytes,
+    put_json,
+    read_json_uri,
+    read_parquet_object,
+    read_parquet_uri,
+)
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     import xgboost as xgb
 
 log = logging.getLogger(__name__)
 
-TUNABLE_PARAMS = {
-    "max_depth": int,
-    "learning_rate": float,
-    "min_child_weight": float,
-    "subsample": float,
-    "colsample_bytree": float,
-    "reg_lambda": float,
-    "reg_alpha": float,
-    "gamma": float,
-    "max_bin": int,
-    "scale_pos_weight": float,
-    "num_boost_round": int,
-    "early_stopping_rounds": int,
-}
 MODEL_NAME_IN_RUN = "model"
-FEATURE_SPEC_FILE = "feature_spec.json"
-REFERENCE_ARTIFACT = "reference/reference.parquet"
 
 
-class TrainingDataError(ValueError):
+class TrainingDataError(DataError):
     """The curated data cannot make a sound training set (too few rows, one class only, …)."""
 
 
@@ -64,89 +58,17 @@ class NoCuratedData(TrainingDataError):
     """Nothing has been curated yet (a fresh installation), as opposed to a window without usable data."""
 
 
-# -- features -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class FeatureSpec:
-    """How raw columns become the model's float matrix; stored next to every model.
-
-    Categorical values become their index in ``categories[column]`` (unknown values: missing), so
-    training, evaluation and the serving endpoint encode exactly alike, with no pandas needed.
-    """
-
-    numeric: tuple[str, ...]
-    categories: dict[str, list[str]]
-    label: str
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [*self.numeric, *self.categories]
-
-    @property
-    def feature_types(self) -> list[str]:
-        return ["q"] * len(self.numeric) + ["c"] * len(self.categories)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"numeric": list(self.numeric), "categories": self.categories, "label": self.label}
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> FeatureSpec:
-        return cls(tuple(raw["numeric"]), {k: list(v) for k, v in raw["categories"].items()}, raw["label"])
-
-    @classmethod
-    def from_frame(cls, frame: pd.DataFrame, settings: Settings) -> FeatureSpec:
-        categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in settings.categorical_columns}
-        return cls(tuple(settings.numeric_columns), categories, settings.label_column)
-
-    def matrix(self, frame: pd.DataFrame) -> np.ndarray:
-        """The float32 feature matrix for ``frame`` (missing or unknown values are NaN)."""
-        import numpy as np
-        import pandas as pd
-
-        columns = [frame[c].to_numpy(dtype=np.float32, na_value=np.nan) for c in self.numeric]
-        for column, values in self.categories.items():
-            codes = pd.Categorical(frame[column].astype("string"), categories=values).codes.astype(np.float32)
-            codes[codes < 0] = np.nan  # unknown or missing category
-            columns.append(codes)
-        return np.column_stack(columns) if columns else np.empty((len(frame), 0), np.float32)
-
-    def encoded_frame(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """:meth:`matrix` as a DataFrame with the feature names as columns."""
-        import pandas as pd
-
-        return pd.DataFrame(self.matrix(frame), columns=self.feature_names)
-
-    def dmatrix(self, frame: pd.DataFrame, with_label: bool = True) -> xgb.DMatrix:
-        import xgboost as xgb
-
-        label = frame[self.label].to_numpy() if with_label else None
-        return xgb.DMatrix(
-            self.matrix(frame),
-            label=label,
-            feature_names=self.feature_names,
-            feature_types=self.feature_types,
-            enable_categorical=True,
-            missing=float("nan"),
-        )
+class NothingCuratedYet(NothingToDo):
+    """A scheduled tick before anything was ever curated: a fresh installation is not an error."""
 
 
 # -- assembling the data --------------------------------------------------------------------------
-def key_of(settings: Settings, uri: str) -> str:
-    prefix = f"s3://{settings.s3_bucket}/"
-    if not uri.startswith(prefix):
-        raise ValueError(f"{uri} is not in the project bucket {settings.s3_bucket}")
-    return uri[len(prefix) :]
-
-
-def read_split(client: S3Client, settings: Settings, uri: str) -> pd.DataFrame:
-    return read_parquet_object(client, settings.s3_bucket, key_of(settings, uri))[0]
-
-
 def assemble_training_data(
     client: S3Client,
     settings: Settings,
     window_days: int | None = None,
     not_after: datetime | None = None,
-) -> dict[str, Any]:
+) -> TrainingData:
     """Build train / validation / holdout from curated batches; return their URIs and the manifest.
 
     The window ends at the newest curated event (never after ``not_after``) and reaches back
@@ -222,39 +144,17 @@ def assemble_training_data(
     for name, split in splits.items():
         key = f"{folder}{name}.parquet"
         put_bytes(client, settings.s3_bucket, key, parquet_bytes(split))
-        uris[f"{name}_uri"] = settings.s3_uri(key)
+        uris[name] = settings.s3_uri(key)
     manifest_key = f"{folder}manifest.json"
     put_json(client, settings.s3_bucket, manifest_key, manifest)
-    return {"data_hash": data_hash, "manifest_uri": settings.s3_uri(manifest_key), "rows": manifest["rows"], **uris}
-
-
-# -- device -----------------------------------------------------------------------------------------
-def cuda_device_count() -> tuple[int, str]:
-    """How many CUDA devices the driver reports, and how we know (no torch/cupy needed)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return 0, "CUDA_VISIBLE_DEVICES hides every device"
-    try:
-        libcuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0, "no CUDA driver (libcuda.so.1 not found)"
-    if libcuda.cuInit(0) != 0:
-        return 0, "CUDA driver present but cuInit failed"
-    count = ctypes.c_int(0)
-    if libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0, "cuDeviceGetCount failed"
-    return count.value, f"CUDA driver reports {count.value} device(s)"
-
-
-def select_device(probe: Any = cuda_device_count, xgboost_has_cuda: bool | None = None) -> tuple[str, str]:
-    """``("cuda", why)`` when xgboost is built with CUDA and a device is visible, else ``("cpu", why)``."""
-    if xgboost_has_cuda is None:
-        import xgboost as xgb
-
-        xgboost_has_cuda = bool(xgb.build_info().get("USE_CUDA"))
-    if not xgboost_has_cuda:
-        return "cpu", "this xgboost build has no CUDA support"
-    count, why = probe()
-    return ("cuda", why) if count > 0 else ("cpu", why)
+    return TrainingData(
+        data_hash=data_hash,
+        manifest_uri=settings.s3_uri(manifest_key),
+        rows={name: len(split) for name, split in splits.items()},
+        train_uri=uris["train"],
+        validation_uri=uris["validation"],
+        holdout_uri=uris["holdout"],
+    )
 
 
 # -- training ----------------------------------------------------------------------------------------
@@ -265,11 +165,11 @@ def training_params(
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - set(TUNABLE_PARAMS))
     if unknown:
-        raise ValueError(f"unknown hyper-parameter(s) {unknown}; allowed: {sorted(TUNABLE_PARAMS)}")
+        raise ConfigurationError(f"unknown hyper-parameter(s) {unknown}; allowed: {sorted(TUNABLE_PARAMS)}")
     try:
         cleaned = {k: TUNABLE_PARAMS[k](v) for k, v in overrides.items()}
     except (TypeError, ValueError) as error:
-        raise ValueError(f"hyper-parameter overrides {overrides}: {error}") from error
+        raise ConfigurationError(f"hyper-parameter overrides {overrides}: {error}") from error
     rounds = int(cleaned.pop("num_boost_round", settings.num_boost_round))
     patience = int(cleaned.pop("early_stopping_rounds", settings.early_stopping_rounds))
     params = {
@@ -379,12 +279,12 @@ def _quote(value: str) -> str:
 def train_challenger(
     client: S3Client,
     settings: Settings,
-    data: dict[str, Any],
+    data: TrainingData,
     dag_run_id: str,
     overrides: dict[str, Any] | None = None,
     reason: str = "manual",
     device_probe: Any = cuda_device_count,
-) -> dict[str, Any]:
+) -> TrainedModel:
     """Train, log to MLflow, and return ``{run_id, model_uri, device, ...}`` (small, for XCom)."""
     import mlflow
     from mlflow.entities import Metric
@@ -397,8 +297,8 @@ def train_challenger(
     # (HTTP, S3 GET and Parquet decoding all release the GIL).
     with ThreadPoolExecutor(max_workers=2) as pool:
         lookup = pool.submit(find_existing_run, settings, dag_run_id, data["data_hash"])
-        train_read = pool.submit(read_split, client, settings, data["train_uri"])
-        validation = read_split(client, settings, data["validation_uri"])
+        train_read = pool.submit(read_parquet_uri, client, settings, data["train_uri"])
+        validation = read_parquet_uri(client, settings, data["validation_uri"])
         existing = lookup.result()
         train = train_read.result()
     if existing:
@@ -482,15 +382,6 @@ def train_challenger(
     return _run_summary(run_id)
 
 
-def read_manifest_dict(client: S3Client, settings: Settings, uri: str) -> dict[str, Any]:
-    from include.continuous_training.storage import get_json
-
-    manifest = get_json(client, settings.s3_bucket, key_of(settings, uri))
-    if manifest is None:
-        raise TrainingDataError(f"{uri} is missing")
-    return dict(manifest)
-
-
 def _close_abandoned_runs(tracking: Any, experiment_id: str, dag_run_id: str) -> None:
     """A try that died mid-fit (SIGKILL, OOM, lost worker) leaves its run RUNNING: mark it KILLED.
 
@@ -513,7 +404,7 @@ def _log_training_inputs(
     reference: pd.DataFrame,
     client: S3Client,
     settings: Settings,
-    data: dict[str, Any],
+    data: TrainingData,
 ) -> None:
     """Params, the reference sample, the data manifest and library versions of a training run."""
     from mlflow.entities import Param
@@ -523,22 +414,22 @@ def _log_training_inputs(
         reference_path = Path(tmp) / "reference.parquet"
         reference.to_parquet(reference_path, index=False)
         tracking.log_artifact(run_id, str(reference_path), artifact_path="reference")
-    tracking.log_dict(run_id, read_manifest_dict(client, settings, data["manifest_uri"]), "data/manifest.json")
+    tracking.log_dict(run_id, read_json_uri(client, settings, data["manifest_uri"]), "data/manifest.json")
     tracking.log_dict(run_id, library_versions(), "environment/versions.json")
 
 
-def _run_summary(run_id: str) -> dict[str, Any]:
+def _run_summary(run_id: str) -> TrainedModel:
     import mlflow
 
     run = mlflow.MlflowClient().get_run(run_id)
     model_id = run.data.tags["ct.model_id"]
-    return {
-        "run_id": run_id,
-        "run_url": f"{mlflow.get_tracking_uri()}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
-        "model_id": model_id,
-        "model_uri": f"models:/{model_id}",
-        "device": run.data.tags.get("ct.device"),
-        "best_iteration": int(run.data.metrics.get("best_iteration", -1)),
-        "fit_seconds": run.data.metrics.get("fit_seconds"),
-        "data_hash": run.data.tags.get("ct.data_hash"),
-    }
+    return TrainedModel(
+        run_id=run_id,
+        run_url=f"{mlflow.get_tracking_uri()}/#/experiments/{run.info.experiment_id}/runs/{run_id}",
+        model_id=model_id,
+        model_uri=f"models:/{model_id}",
+        device=run.data.tags.get("ct.device"),
+        best_iteration=int(run.data.metrics.get("best_iteration", -1)),
+        fit_seconds=run.data.metrics.get("fit_seconds"),
+        data_hash=run.data.tags.get("ct.data_hash"),
+    )

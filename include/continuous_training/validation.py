@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.config import Settings
+from include.continuous_training.errors import DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +41,7 @@ LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool"]
 EXAMPLE_ROWS = 5
 
 
-class UnreadableBatchError(ValueError):
+class UnreadableBatchError(DataError):
     """The object could not be parsed as a table at all (empty, truncated, binary, wrong encoding)."""
 
 

@@ -143,9 +143,9 @@ class Endpoint:
             time.sleep(0.2)
 
     def get(self, path: str) -> tuple[int, Any]:
-        from include.continuous_training.deployment import _http
+        from include.continuous_training.deployment import http_json
 
-        return _http("GET", self.url + path)
+        return http_json("GET", self.url + path)
 
     def post(self, path: str, body: Any = None, token: str | None = None, raw: bytes | None = None) -> tuple[int, Any]:
         import json

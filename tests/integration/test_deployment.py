@@ -150,6 +150,10 @@ def test_a_failed_smoke_test_rolls_back_and_leaves_the_champion(stack, s3, monke
     assert outcome.states_of("promote_champion") == {-1: "upstream_failed"}
     assert endpoint.served_version() == "1"
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == "1"
+    # The rolled-back version is no longer "the newest version that passed every gate".
+    aliases = client.get_registered_model(settings.model_name).aliases
+    assert "challenger" not in aliases, aliases
+    assert client.get_model_version(settings.model_name, "2").tags.get("ct.rolled_back") == "true"
     alerts = hook.texts()
     assert any("Task failed: train_and_deploy.smoke_test" in a and "p99 latency" in a for a in alerts)
     assert any("Deployment rolled back" in a and "champion version 1" in a for a in alerts)
@@ -171,6 +175,7 @@ def test_a_corrupt_model_artifact_is_refused_and_rollback_keeps_the_champion(sta
 
     with pytest.raises(DeploymentError, match="refused version 2"):
         LocalEndpoint(endpoint.url, settings.serving_admin_token).deploy(version)
-    assert rollback_to_champion(settings) == "1"
+    assert rollback_to_champion(settings, rolled_back=version) == "1"
     assert endpoint.served_version() == "1"
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == "1"
+    assert "challenger" not in client.get_registered_model(settings.model_name).aliases

@@ -11,7 +11,7 @@ from include.continuous_training.datasets import to_bytes
 from include.continuous_training.ingestion import batch_id_for, read_manifest
 from include.continuous_training.storage import list_objects
 from tests.bad_inputs import BAD_INPUTS, good_frame
-from tests.integration.conftest import asset_events, keys_under, run_dag
+from tests.integration.conftest import Webhook, asset_events, keys_under, run_dag
 
 DAG_ID = "ingest_new_data"
 
@@ -107,6 +107,25 @@ def test_every_bad_input_is_quarantined_with_a_report_and_a_clear_failure(dagbag
         assert len(copy) == 1, bad.case
         original = s3.get_object(Bucket=settings.s3_bucket, Key=key)["Body"].read()
         assert s3.get_object(Bucket=settings.s3_bucket, Key=copy[0])["Body"].read() == original
+
+
+def test_a_quarantined_batch_reaches_the_alert_webhook(dagbag, s3, settings, monkeypatch):
+    hook = Webhook()
+    monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", hook.url)  # read when the failure callback fires
+    try:
+        bad = BAD_INPUTS[0]
+        key = f"{settings.landing_prefix}bad/{bad.filename}"
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=bad.build(good_frame()))
+
+        outcome = run_dag(dagbag, DAG_ID)
+
+        assert outcome.state == "failed"
+        [alert] = hook.texts()
+        assert "Task failed: ingest_new_data.ingest_batch" in alert
+        assert key in alert
+        assert "landing untouched, nothing curated" in alert
+    finally:
+        hook.close()
 
 
 def test_a_few_bad_rows_go_to_quarantine_and_the_rest_is_curated(dagbag, s3, settings):

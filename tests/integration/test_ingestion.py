@@ -119,6 +119,52 @@ def test_a_stale_claim_is_taken_over(s3, settings):
         claim_object(s3, settings, ref, "run-3")
 
 
+def _on_takeover(client, action):
+    """Run ``action`` just before ``client`` sends a conditional (If-Match) claim takeover."""
+
+    def before_send(request, **_):
+        if "If-Match" in request.headers:
+            return action()
+        return None
+
+    client.meta.events.register("before-send.s3.PutObject", before_send)
+
+
+def test_a_network_error_during_a_takeover_is_retried_not_taken_for_a_lost_race(s3, settings):
+    """Only a refused condition means another run won; a dropped connection must fail the try (Airflow retries)."""
+    from botocore.exceptions import EndpointConnectionError
+
+    ref = _land(s3, settings, "a.csv", to_bytes(good_frame(), "csv"))
+    claim_object(s3, settings, ref, "run-that-died")
+    flaky = s3_client(settings)  # a real client to the real server; the fault is injected at send time
+
+    def drop_connection():
+        raise EndpointConnectionError(endpoint_url=settings.s3_endpoint_url or "s3")
+
+    _on_takeover(flaky, drop_connection)
+    with pytest.raises(EndpointConnectionError):
+        claim_object(flaky, settings, ref, "run-2", claim_timeout=timedelta(0))
+    # The claim is still the dead run's: the next try takes it over.
+    claim_object(s3, settings, ref, "run-2", claim_timeout=timedelta(0))
+    with pytest.raises(AlreadyClaimed, match="run-2"):
+        claim_object(s3, settings, ref, "run-3")
+
+
+def test_a_takeover_lost_to_another_run_is_already_claimed(s3, settings):
+    ref = _land(s3, settings, "a.csv", to_bytes(good_frame(), "csv"))
+    claim_object(s3, settings, ref, "run-that-died")
+    racing = s3_client(settings)
+
+    def other_run_takes_it_first():
+        claim_object(s3, settings, ref, "run-fast", claim_timeout=timedelta(0))
+
+    _on_takeover(racing, other_run_takes_it_first)
+    with pytest.raises(AlreadyClaimed, match="another run took over the stale claim first"):
+        claim_object(racing, settings, ref, "run-slow", claim_timeout=timedelta(0))
+    with pytest.raises(AlreadyClaimed, match="run-fast"):
+        claim_object(s3, settings, ref, "run-3")
+
+
 def test_an_oversized_object_is_quarantined_unread(s3, settings):
     small_limit = dataclasses.replace(settings, max_batch_bytes=1000)
     ref = _land(s3, small_limit, "huge.csv", to_bytes(good_frame(), "csv"))

@@ -71,6 +71,7 @@ def test_a_challenger_that_is_broken_on_one_slice_is_rejected(isolated, s3):
     record = decide_promotion(evaluation, settings)
 
     assert evaluation["holdout_uri"] == broken["holdout_uri"]
+    assert evaluation["champion"] is not None
     assert evaluation["champion"]["version"] == version
     slices = {gate.name: gate for gate in record.gates}
     assert record.verdict == "reject"

@@ -8,14 +8,9 @@ import pytest
 
 from include.continuous_training.config import load_settings
 from include.continuous_training.datasets import BatchSpec, generate_batch
-from include.continuous_training.training import (
-    FeatureSpec,
-    cuda_device_count,
-    fit_booster,
-    run_reason,
-    select_device,
-    training_params,
-)
+from include.continuous_training.devices import cuda_device_count, select_device
+from include.continuous_training.features import FeatureSpec
+from include.continuous_training.training import fit_booster, run_reason, training_params
 
 SETTINGS = load_settings({})
 

@@ -25,7 +25,7 @@ from include.continuous_training.config import Settings
 if TYPE_CHECKING:
     import xgboost as xgb
 
-    from include.continuous_training.training import FeatureSpec
+    from include.continuous_training.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 0.5

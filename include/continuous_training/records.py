@@ -1,0 +1,74 @@
+"""What one stage hands the next, as typed records (XCom carries them as plain JSON dicts).
+
+Each is a ``TypedDict``: it *is* the dict Airflow serialises to XCom, and mypy checks every key a
+stage writes or reads, so a renamed key fails type-checking instead of a run. Standard library only:
+DAG files import these for their task signatures.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+
+class TrainingData(TypedDict):
+    """``assemble_training_data`` → the splits in S3 and their manifest (never the rows themselves)."""
+
+    data_hash: str
+    manifest_uri: str
+    rows: dict[str, int]
+    train_uri: str
+    validation_uri: str
+    holdout_uri: str
+
+
+class TrainedModel(TypedDict):
+    """``train_challenger`` → the MLflow run and logged model of the challenger."""
+
+    run_id: str
+    run_url: str
+    model_id: str
+    model_uri: str
+    device: str | None
+    best_iteration: int
+    fit_seconds: float | None
+    data_hash: str | None
+
+
+class ChallengerScores(TypedDict):
+    """The challenger on the holdout: overall and per slice."""
+
+    model_uri: str
+    metrics: dict[str, float]
+    slices: dict[str, dict[str, float]]
+    score_std: float
+
+
+class ChampionScores(TypedDict):
+    """The champion on the same holdout; only ``version`` and ``error`` when it could not score it."""
+
+    version: str
+    error: NotRequired[str]
+    model_uri: NotRequired[str]
+    max_score_difference: NotRequired[float]
+    is_challenger: NotRequired[bool]
+    metrics: NotRequired[dict[str, float]]
+    slices: NotRequired[dict[str, dict[str, float]]]
+
+
+class Evaluation(TypedDict):
+    """``evaluate_challenger`` → both models on one holdout, and the paired bootstrap of the gain."""
+
+    holdout_uri: str
+    holdout_rows: int
+    threshold: float
+    slice_column: str
+    challenger: ChallengerScores
+    champion: ChampionScores | None
+    bootstrap: dict[str, float] | None
+
+
+class Deployment(TypedDict):
+    """``deploy_challenger`` → the version now served, and the champion it replaced."""
+
+    version: str
+    previous: str | None
