@@ -13,7 +13,7 @@ def curated_batches_asset(settings: Settings) -> Asset:
     Each event's ``extra`` carries ``batch_id``, ``rows``, ``bad_rows``, ``uri`` and ``source_key``.
 
     The Asset is identified by name, and its S3 location is in ``extra``: an ``s3://`` URI makes
-    Airflow load the amazon provider's URI normaliser (and boto3) in every parse of both DAG files,
-    0.38 s each here (``make bench``, parse rows).
+    Airflow load the amazon provider's URI normaliser (and boto3) in every parse of both DAG files
+    (the parse rows of ``make bench`` show the cost).
     """
     return Asset(name="curated_batches", extra={"location": settings.s3_uri(settings.curated_prefix)})

@@ -194,8 +194,8 @@ def fit_booster(
 
     dtrain, dvalid = spec.dmatrix(train), spec.dmatrix(validation)
     history: dict[str, dict[str, list[float]]] = {}
-    # Validation only: AUC on the training set every round costs a sort of it per round (~10 % of
-    # the fit at 1M rows) and early stopping never reads it.
+    # Validation only: AUC on the training set every round costs a sort of it per round, and early
+    # stopping never reads it.
     booster = xgb.train(
         params,
         dtrain,

@@ -64,11 +64,11 @@ class Metrics:
 
 
 class RequestMetrics:
-    """Pure ASGI middleware (BaseHTTPMiddleware costs ~30 % throughput): count and time every request.
+    """Pure ASGI middleware (cheaper per request than BaseHTTPMiddleware): count and time every request.
 
     ``POST /predict`` is answered here, without FastAPI's routing and request objects (the same
-    ``score`` function the documented route calls): single-row throughput 7.0k → 9.6k req/s with 2
-    workers (``make bench``). Bodies over the limit are refused while they arrive, not after.
+    ``score`` function the documented route calls), for single-row throughput (the serving rows of
+    ``make bench``). Bodies over the limit are refused while they arrive, not after.
     """
 
     def __init__(

@@ -83,7 +83,7 @@ class ModelStore:
 
         loaded = load_model(f"models:/{self.settings.model_name}/{version}")
         # One thread per prediction: requests are tiny, and OpenMP threads of several workers spinning
-        # on the same cores cut throughput to a fraction (measured: ~150 vs ~5,000 req/s on 2 cores).
+        # on the same cores cut throughput to a fraction (figures: the serving rows of `make bench`).
         loaded.booster.set_param({"nthread": 1})
         run_id = tracking_client(self.settings).get_model_version(self.settings.model_name, version).run_id
         lookups = {
