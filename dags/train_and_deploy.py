@@ -150,14 +150,15 @@ def train_and_deploy() -> None:
     @task
     def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
         """New model version aliased `challenger` (once per run), tagged with what justified it."""
+        from include.continuous_training.evaluation import DecisionRecord
         from include.continuous_training.registry import register_challenger as register
         from include.continuous_training.registry import tracking_client
         from include.continuous_training.storage import read_json_uri, s3_client_from_connection
 
-        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
         with task_outcome():
             manifest = read_json_uri(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
-            tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision, "ct.data_manifest": manifest}
+            tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision.as_dict(), "ct.data_manifest": manifest}
             return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
 
     @task
@@ -220,21 +221,23 @@ def train_and_deploy() -> None:
     @task
     def reject_challenger(model: TrainedModel, **context: Any) -> None:
         """Champion untouched; the run is tagged rejected and an alert says why."""
+        from include.continuous_training.evaluation import DecisionRecord
         from include.continuous_training.notifications import send_alert
         from include.continuous_training.registry import tracking_client
 
-        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
         tracking_client(SETTINGS).set_tag(model["run_id"], "ct.rejected", "true")
-        send_alert(SETTINGS, f"Challenger rejected ({context['run_id']})", "; ".join(decision["reasons"]))
+        send_alert(SETTINGS, f"Challenger rejected ({context['run_id']})", "; ".join(decision.reasons))
 
     @task
     def report_dry_run(model: TrainedModel, **context: Any) -> None:
         """Dry run: the decision is in the log and in MLflow; nothing is registered or promoted."""
+        from include.continuous_training.evaluation import DecisionRecord
         from include.continuous_training.registry import tracking_client
 
-        decision = context["ti"].xcom_pull(task_ids="decide_promotion", key="decision")
+        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
         tracking_client(SETTINGS).set_tag(model["run_id"], "ct.dry_run", "true")
-        outcome = "promoted" if decision["verdict"] == "promote" else "rejected"
+        outcome = "promoted" if decision.verdict == "promote" else "rejected"
         print(f"dry run: the challenger would have been {outcome}; nothing changed")
 
     data = assemble_training_data()

@@ -197,6 +197,11 @@ class DecisionRecord:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> DecisionRecord:
+        """The record back from :meth:`as_dict` (what XCom and ``evaluation/decision.json`` hold)."""
+        return cls(**{**raw, "gates": [Gate(**gate) for gate in raw["gates"]]})
+
 
 def decide_promotion(evaluation: Evaluation, settings: Settings, dry_run: bool = False) -> DecisionRecord:
     """The promotion decision as a record; pure (no I/O), so it is tested on numbers alone."""

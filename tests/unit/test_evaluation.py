@@ -167,3 +167,15 @@ def test_classification_metrics_at_the_threshold():
     assert metrics["accuracy"] == pytest.approx(0.5)
     assert metrics["f1"] == pytest.approx(0.5)
     assert metrics["rows"] == 4
+
+
+def test_a_decision_record_survives_the_trip_through_xcom_json():
+    import json
+
+    from include.continuous_training.evaluation import DecisionRecord
+
+    record = decide_promotion(_evaluation(0.86, 0.84, ci=(0.01, 0.03)), SETTINGS)
+    again = DecisionRecord.from_dict(json.loads(json.dumps(record.as_dict())))
+    assert again == record
+    assert again.gates[0].name == "floor"
+    assert again.promoted
