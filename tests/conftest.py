@@ -91,10 +91,16 @@ def empty_bucket(s3: Any, settings: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
-def airflow_db(services: Any) -> Path:
-    """A migrated SQLite metadata DB in the throw-away AIRFLOW_HOME."""
+def metadata_db() -> Path:
+    """A migrated SQLite metadata DB in the throw-away AIRFLOW_HOME, without the other services."""
     subprocess.run([str(Path(sys.executable).parent / "airflow"), "db", "migrate"], check=True, capture_output=True)
     return _AIRFLOW_HOME / "airflow.db"
+
+
+@pytest.fixture(scope="session")
+def airflow_db(services: Any, metadata_db: Path) -> Path:
+    """The metadata DB, with the loopback services running and the environment pointing at them."""
+    return metadata_db
 
 
 @pytest.fixture(scope="session")

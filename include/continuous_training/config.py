@@ -1,74 +1,39 @@
 """The one place settings come from.
 
-Every setting is read from an environment variable with a documented default. Airflow Variables
-reach this module the same way: Airflow exposes ``AIRFLOW_VAR_<NAME>`` variables, and
-:func:`load_settings` accepts any mapping, so a deployment may pass ``Variable``-backed values too.
+Each setting is declared once, as a field of :class:`Settings` (name, type, default, meaning and the
+environment variable that sets it). The loader, the error messages and the settings table in the
+README are derived from that declaration; ``python -m include.continuous_training.config --markdown``
+prints the table.
+
+Where a value comes from, the first that is set and non-empty wins:
+
+1. the environment variable (``CT_MAX_DEPTH``, ``MLFLOW_TRACKING_URI``, ...);
+2. for code that calls :func:`runtime_settings` inside a task, an Airflow Variable of the same name,
+   resolved the way Airflow resolves Variables (secrets backend, ``AIRFLOW_VAR_<NAME>``, metadata DB);
+3. the declared default.
+
+:func:`load_settings` reads the environment only: DAG files call it at module level, and parsing a
+DAG must never reach the metadata DB or the API server. So what shapes a DAG at parse time (queue,
+pool, timeouts, sensor intervals) follows the environment of the process that parses it; a Variable
+reaches only code that calls :func:`runtime_settings` while a task runs.
+
+A value that does not parse, or settings that contradict each other, raise :class:`SettingsError`
+naming the variable and what was expected (``CT_MAX_DEPTH='six': expected an integer``): a
+misconfiguration that no retry can fix.
 
 This module is imported by DAG files at parse time, so it uses the standard library only.
-
-| env var | default | meaning |
-| --- | --- | --- |
-| ``CT_S3_BUCKET`` | ``ct-data`` | bucket holding every prefix below |
-| ``CT_LANDING_PREFIX`` | ``landing/`` | where new raw files land (never modified or deleted) |
-| ``CT_CURATED_PREFIX`` | ``curated/`` | validated batches as Parquet |
-| ``CT_QUARANTINE_PREFIX`` | ``quarantine/`` | rejected objects / rows plus a JSON report |
-| ``CT_MANIFEST_PREFIX`` | ``manifests/ingest/`` | one JSON entry per (landing key, ETag) seen |
-| ``CT_INFERENCE_PREFIX`` | ``inference/`` | inference log written by the endpoint |
-| ``CT_REPORTS_PREFIX`` | ``reports/`` | drift and validation reports |
-| ``CT_AWS_CONN_ID`` | ``aws_ct`` | Airflow connection used for S3 |
-| ``CT_S3_ENDPOINT_URL`` | empty (AWS) | S3-compatible endpoint for code running outside Airflow |
-| ``MLFLOW_TRACKING_URI`` | ``http://127.0.0.1:5000`` | MLflow tracking server |
-| ``CT_MLFLOW_EXPERIMENT`` | ``continuous-training`` | MLflow experiment name |
-| ``CT_MODEL_NAME`` | ``ct-classifier`` | MLflow registered model name |
-| ``CT_EXPECTATION_SUITE`` | bundled ``transactions.json`` | Great Expectations suite file |
-| ``CT_LABEL_COLUMN`` | ``is_fraud`` | binary label (0/1) |
-| ``CT_ID_COLUMN`` | ``transaction_id`` | unique row id |
-| ``CT_TIMESTAMP_COLUMN`` | ``event_time`` | event time, used for time-based splits |
-| ``CT_CATEGORICAL_COLUMNS`` | ``merchant_category,channel,country`` | categorical features |
-| ``CT_NUMERIC_COLUMNS`` | ``amount,…`` (see below) | numeric features |
-| ``CT_BAD_ROW_BUDGET`` | ``0.01`` | share of bad rows quarantined row by row; above it the batch goes |
-| ``CT_MAX_BATCH_BYTES`` | ``536870912`` | larger landing objects are quarantined unread |
-| ``CT_SENSOR_POKE_SECONDS`` | ``60`` | how often the new-data trigger lists the landing prefix |
-| ``CT_SENSOR_TIMEOUT_SECONDS`` | ``3300`` | how long one ingest run waits for new data |
-| ``CT_TRAINING_WINDOW_DAYS`` | ``30`` | curated batches with events in the last N days train the model |
-| ``CT_HOLDOUT_FRACTION`` / ``CT_VALIDATION_FRACTION`` | ``0.2`` / ``0.15`` | newest: holdout, then validation |
-| ``CT_NUM_BOOST_ROUND`` / ``CT_EARLY_STOPPING_ROUNDS`` | ``400`` / ``30`` | XGBoost rounds and patience on validation |
-| ``CT_MAX_DEPTH`` / ``CT_LEARNING_RATE`` | ``6`` / ``0.1`` | XGBoost tree depth and eta |
-| ``CT_REFERENCE_SAMPLE_ROWS`` | ``5000`` | training rows kept with the model for drift checks |
-| ``CT_ROC_AUC_FLOOR`` | ``0.70`` | absolute quality floor for a challenger |
-| ``CT_MIN_DELTA`` | ``0.0`` | how much a challenger must beat the champion's ROC AUC by |
-| ``CT_LOSS_TOLERANCE`` | ``0.005`` | bootstrap 95 % lower bound of the AUC gain may not be below -this |
-| ``CT_BOOTSTRAP_SAMPLES`` | ``1000`` | paired bootstrap resamples of the holdout |
-| ``CT_SLICE_COLUMN`` | ``channel`` | categorical column whose slices are compared |
-| ``CT_SLICE_TOLERANCE`` / ``CT_MIN_SLICE_ROWS`` | ``0.02`` / ``200`` | max slice AUC loss; tiny slices ungated |
-| ``CT_DECISION_THRESHOLD`` | ``0.5`` | score threshold for accuracy / F1 |
-| ``CT_DEPLOYMENT_TARGET`` | ``local`` | ``local``: the serving endpoint; ``none``: promote without deploying |
-| ``CT_SERVING_URL`` | ``http://127.0.0.1:8000`` | where deploy / smoke-test tasks reach the endpoint |
-| ``CT_SERVING_ADMIN_TOKEN`` | empty (admin routes refuse all) | bearer token for ``/admin/*``; a secret |
-| ``CT_SERVING_WORKERS`` | ``2`` | uvicorn worker processes |
-| ``CT_SERVING_STATE_DIR`` | ``.services/serving`` | desired version and worker heartbeats shared by the workers |
-| ``CT_SERVING_MAX_BATCH`` / ``CT_SERVING_MAX_BODY_BYTES`` | ``1000`` / ``1048576`` | request limits |
-| ``CT_INFERENCE_FLUSH_ROWS`` / ``CT_INFERENCE_FLUSH_SECONDS`` | ``1000`` / ``5`` | inference log flush triggers |
-| ``CT_INFERENCE_BUFFER_ROWS`` | ``100000`` | rows kept while S3 is down; beyond: dropped and counted |
-| ``CT_SMOKE_REQUESTS`` / ``CT_SMOKE_P99_MS`` | ``200`` / ``250`` | smoke test size and latency budget |
-| ``CT_ALERT_WEBHOOK_URL`` | empty | optional Slack-compatible webhook for alerts (always logged) |
-| ``CT_DRIFT_MIN_ROWS`` | ``200`` | fewer logged rows in a window: "not enough data", no decision |
-| ``CT_DRIFT_SAMPLE_ROWS`` | ``20000`` | seeded sample cap per side for Evidently (bounded time) |
-| ``CT_DRIFT_SHARE`` | ``0.3`` | a window drifted when this share of features drifted |
-| ``CT_DRIFT_USE_IMPORTANCE`` | ``false`` | weight the share by the champion's feature importance |
-| ``CT_DRIFT_WINDOWS_REQUIRED`` / ``CT_DRIFT_WINDOWS_CONSIDERED`` | ``1`` / ``1`` | retrain on N drifted of the last M |
-| ``CT_DRIFT_COOLDOWN_HOURS`` | ``24`` | no drift-triggered retrain within this long of the last |
-| ``CT_GPU_QUEUE`` / ``CT_GPU_POOL`` | ``gpu`` / ``gpu`` | where training runs |
-| ``CT_TRAINING_TIMEOUT_MINUTES`` | ``120`` | ``execution_timeout`` of the training task |
-| ``CT_SEED`` | ``42`` | seed for every random choice |
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SUITE_PATH = PACKAGE_DIR / "expectations" / "transactions.json"
@@ -85,12 +50,22 @@ DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
 # "local": this package's endpoint; "sagemaker": a SageMaker endpoint; "none": promote without deploying.
 DEPLOYMENT_TARGETS = ("local", "sagemaker", "none")
 
+VariableLookup = Callable[[str], str | None]
+"""Returns the value of the Airflow Variable with that name, or None when there is none."""
+
+
+class SettingsError(ValueError):
+    """A setting is malformed or contradicts another: fix the configuration, retrying cannot help."""
+
+
+# --- parsers: raw text -> value; a ValueError says what was expected (the loader adds the name) ---
+
 
 def _prefix(value: str) -> str:
     """Normalise an S3 prefix to ``a/b/`` (no leading slash, one trailing slash)."""
     value = value.strip().strip("/")
     if not value or ".." in value.split("/"):
-        raise ValueError(f"invalid S3 prefix {value!r}: must be non-empty and contain no '..'")
+        raise ValueError("invalid S3 prefix: must be non-empty and contain no '..'")
     return value + "/"
 
 
@@ -98,95 +73,259 @@ def _columns(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _integer(value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value.strip())
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
+
+
+_TRUE = frozenset({"1", "true", "yes"})
+_FALSE = frozenset({"0", "false", "no"})
+
+
+def _boolean(value: str) -> bool:
+    word = value.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("expected a boolean (1/0, true/false, yes/no)")
+
+
+def _url(value: str) -> str:
+    return value.strip().rstrip("/")
+
+
+def _text(value: str) -> str:
+    return value
+
+
+@dataclass(frozen=True)
+class _Kind:
+    label: str  # the settings table's "type" column
+    parse: Callable[[str], Any]
+
+
+_KINDS: dict[Any, _Kind] = {
+    str: _Kind("text", _text),
+    str | None: _Kind("text", _text),
+    int: _Kind("integer", _integer),
+    float: _Kind("number", _number),
+    bool: _Kind("boolean", _boolean),
+    Path: _Kind("path", Path),
+    tuple[str, ...]: _Kind("column names, comma-separated", _columns),
+}
+_PREFIX = _Kind("S3 prefix", _prefix)
+_URL = _Kind("URL", _url)
+
+
+def _setting(
+    default: Any, env: str, doc: str, *, kind: _Kind | None = None, shown: str | None = None, secret: bool = False
+) -> Any:
+    """Declare one setting: its default, the variable that sets it, and what it means (Markdown).
+
+    ``kind`` overrides the parser the field's type implies; ``shown`` is how the docs show a default
+    that is not portable text (a path inside the installed package); a ``secret`` never appears in
+    ``repr`` or in an error message.
+    """
+    return field(
+        default=default,
+        repr=not secret,
+        metadata={"env": env, "doc": doc, "kind": kind, "shown": shown, "secret": secret},
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
-    """Frozen settings for every stage; build it with :func:`load_settings`."""
+    """Frozen settings for every stage; build it with :func:`load_settings` or :func:`runtime_settings`."""
 
-    s3_bucket: str = "ct-data"
-    landing_prefix: str = "landing/"
-    curated_prefix: str = "curated/"
-    quarantine_prefix: str = "quarantine/"
-    manifest_prefix: str = "manifests/ingest/"
-    inference_prefix: str = "inference/"
-    reports_prefix: str = "reports/"
-    aws_conn_id: str = "aws_ct"
-    s3_endpoint_url: str | None = None
-    mlflow_tracking_uri: str = "http://127.0.0.1:5000"
-    mlflow_experiment: str = "continuous-training"
-    model_name: str = "ct-classifier"
-    expectation_suite_path: Path = DEFAULT_SUITE_PATH
-    label_column: str = "is_fraud"
-    id_column: str = "transaction_id"
-    timestamp_column: str = "event_time"
-    categorical_columns: tuple[str, ...] = DEFAULT_CATEGORICAL_COLUMNS
-    numeric_columns: tuple[str, ...] = DEFAULT_NUMERIC_COLUMNS
-    bad_row_budget: float = 0.01
-    max_batch_bytes: int = 512 * 1024 * 1024
-    sensor_poke_seconds: float = 60.0
-    sensor_timeout_seconds: float = 3300.0
-    training_window_days: int = 30
-    holdout_fraction: float = 0.2
-    validation_fraction: float = 0.15
-    num_boost_round: int = 400
-    early_stopping_rounds: int = 30
-    max_depth: int = 6
-    learning_rate: float = 0.1
-    reference_sample_rows: int = 5000
-    roc_auc_floor: float = 0.70
-    min_delta: float = 0.0
-    loss_tolerance: float = 0.005
-    bootstrap_samples: int = 1000
-    slice_column: str = "channel"
-    slice_tolerance: float = 0.02
-    min_slice_rows: int = 200
-    decision_threshold: float = 0.5
-    deployment_target: str = "local"
-    serving_url: str = "http://127.0.0.1:8000"
-    serving_admin_token: str | None = field(default=None, repr=False)
-    serving_workers: int = 2
-    serving_state_dir: Path = Path(".services/serving")
-    serving_max_batch: int = 1000
-    serving_max_body_bytes: int = 1024 * 1024
-    inference_flush_rows: int = 1000
-    inference_flush_seconds: float = 5.0
-    inference_buffer_rows: int = 100_000
-    smoke_requests: int = 200
-    smoke_p99_ms: float = 250.0
-    alert_webhook_url: str | None = None
-    drift_min_rows: int = 200
-    drift_sample_rows: int = 20000
-    drift_share_threshold: float = 0.3
-    drift_use_importance: bool = False
-    drift_windows_required: int = 1
-    drift_windows_considered: int = 1
-    drift_cooldown_hours: float = 24.0
-    gpu_queue: str = "gpu"
-    gpu_pool: str = "gpu"
-    training_timeout_minutes: int = 120
-    seed: int = 42
+    s3_bucket: str = _setting("ct-data", "CT_S3_BUCKET", "bucket holding every prefix below")
+    landing_prefix: str = _setting(
+        "landing/", "CT_LANDING_PREFIX", "where new raw files land (never modified or deleted)", kind=_PREFIX
+    )
+    curated_prefix: str = _setting("curated/", "CT_CURATED_PREFIX", "validated batches as Parquet", kind=_PREFIX)
+    quarantine_prefix: str = _setting(
+        "quarantine/", "CT_QUARANTINE_PREFIX", "rejected objects / rows plus a JSON report", kind=_PREFIX
+    )
+    manifest_prefix: str = _setting(
+        "manifests/ingest/", "CT_MANIFEST_PREFIX", "one JSON entry per (landing key, ETag) seen", kind=_PREFIX
+    )
+    training_prefix: str = _setting(
+        "training/",
+        "CT_TRAINING_PREFIX",
+        "train / validation / holdout splits and their manifest, one folder per data hash",
+        kind=_PREFIX,
+    )
+    inference_prefix: str = _setting(
+        "inference/", "CT_INFERENCE_PREFIX", "inference log written by the endpoint", kind=_PREFIX
+    )
+    feedback_prefix: str = _setting(
+        "feedback/",
+        "CT_FEEDBACK_PREFIX",
+        "late labels (Parquet or CSV with `prediction_id` and the label column) for realized performance",
+        kind=_PREFIX,
+    )
+    reports_prefix: str = _setting("reports/", "CT_REPORTS_PREFIX", "drift and validation reports", kind=_PREFIX)
+    aws_conn_id: str = _setting("aws_ct", "CT_AWS_CONN_ID", "Airflow connection used for S3")
+    s3_endpoint_url: str | None = _setting(
+        None, "CT_S3_ENDPOINT_URL", "S3-compatible endpoint for code running outside Airflow; empty: AWS"
+    )
+    mlflow_tracking_uri: str = _setting("http://127.0.0.1:5000", "MLFLOW_TRACKING_URI", "MLflow tracking server")
+    mlflow_experiment: str = _setting("continuous-training", "CT_MLFLOW_EXPERIMENT", "MLflow experiment name")
+    model_name: str = _setting("ct-classifier", "CT_MODEL_NAME", "MLflow registered model name")
+    expectation_suite_path: Path = _setting(
+        DEFAULT_SUITE_PATH,
+        "CT_EXPECTATION_SUITE",
+        "Great Expectations suite file",
+        shown="bundled `expectations/transactions.json`",
+    )
+    label_column: str = _setting("is_fraud", "CT_LABEL_COLUMN", "binary label (0/1)")
+    id_column: str = _setting("transaction_id", "CT_ID_COLUMN", "unique row id")
+    timestamp_column: str = _setting("event_time", "CT_TIMESTAMP_COLUMN", "event time, used for time-based splits")
+    categorical_columns: tuple[str, ...] = _setting(
+        DEFAULT_CATEGORICAL_COLUMNS, "CT_CATEGORICAL_COLUMNS", "categorical features"
+    )
+    numeric_columns: tuple[str, ...] = _setting(DEFAULT_NUMERIC_COLUMNS, "CT_NUMERIC_COLUMNS", "numeric features")
+    bad_row_budget: float = _setting(
+        0.01,
+        "CT_BAD_ROW_BUDGET",
+        "share of bad rows quarantined row by row; above it the whole batch goes, in [0, 1)",
+    )
+    max_batch_bytes: int = _setting(
+        512 * 1024 * 1024, "CT_MAX_BATCH_BYTES", "larger landing objects are quarantined unread"
+    )
+    sensor_poke_seconds: float = _setting(
+        60.0, "CT_SENSOR_POKE_SECONDS", "how often the new-data trigger lists the landing prefix"
+    )
+    sensor_timeout_seconds: float = _setting(
+        3300.0, "CT_SENSOR_TIMEOUT_SECONDS", "how long one ingest run waits for new data"
+    )
+    training_window_days: int = _setting(
+        30, "CT_TRAINING_WINDOW_DAYS", "curated batches with events in the last N days train the model"
+    )
+    holdout_fraction: float = _setting(0.2, "CT_HOLDOUT_FRACTION", "newest rows held out for the gates")
+    validation_fraction: float = _setting(
+        0.15, "CT_VALIDATION_FRACTION", "next-newest rows for early stopping (both fractions must leave rows to train)"
+    )
+    num_boost_round: int = _setting(400, "CT_NUM_BOOST_ROUND", "XGBoost boosting rounds")
+    early_stopping_rounds: int = _setting(30, "CT_EARLY_STOPPING_ROUNDS", "XGBoost patience on validation")
+    max_depth: int = _setting(6, "CT_MAX_DEPTH", "XGBoost tree depth")
+    learning_rate: float = _setting(0.1, "CT_LEARNING_RATE", "XGBoost eta")
+    reference_sample_rows: int = _setting(
+        5000, "CT_REFERENCE_SAMPLE_ROWS", "training rows kept with the model for drift checks"
+    )
+    roc_auc_floor: float = _setting(0.70, "CT_ROC_AUC_FLOOR", "absolute quality floor for a challenger")
+    min_delta: float = _setting(0.0, "CT_MIN_DELTA", "how much a challenger must beat the champion's ROC AUC by")
+    loss_tolerance: float = _setting(
+        0.005, "CT_LOSS_TOLERANCE", "bootstrap 95 % lower bound of the AUC gain may not be below -this"
+    )
+    bootstrap_samples: int = _setting(1000, "CT_BOOTSTRAP_SAMPLES", "paired bootstrap resamples of the holdout")
+    slice_column: str = _setting(
+        "channel", "CT_SLICE_COLUMN", "categorical column whose slices are compared (one of the categorical columns)"
+    )
+    slice_tolerance: float = _setting(0.02, "CT_SLICE_TOLERANCE", "max slice AUC loss")
+    min_slice_rows: int = _setting(200, "CT_MIN_SLICE_ROWS", "slices with fewer holdout rows are not gated")
+    decision_threshold: float = _setting(0.5, "CT_DECISION_THRESHOLD", "score threshold for accuracy / F1")
+    deployment_target: str = _setting(
+        "local",
+        "CT_DEPLOYMENT_TARGET",
+        "`local`: the serving endpoint; `sagemaker`: a SageMaker endpoint; `none`: promote without deploying",
+    )
+    serving_url: str = _setting(
+        "http://127.0.0.1:8000", "CT_SERVING_URL", "where deploy / smoke-test tasks reach the endpoint", kind=_URL
+    )
+    serving_admin_token: str | None = _setting(
+        None,
+        "CT_SERVING_ADMIN_TOKEN",
+        "bearer token for the endpoint's `/admin/*` routes; empty: admin routes refuse all",
+        secret=True,
+    )
+    serving_workers: int = _setting(2, "CT_SERVING_WORKERS", "uvicorn worker processes")
+    serving_state_dir: Path = _setting(
+        Path(".services/serving"),
+        "CT_SERVING_STATE_DIR",
+        "desired version and worker heartbeats shared by the workers",
+    )
+    serving_max_batch: int = _setting(1000, "CT_SERVING_MAX_BATCH", "most rows in one request")
+    serving_max_body_bytes: int = _setting(1024 * 1024, "CT_SERVING_MAX_BODY_BYTES", "largest request body")
+    inference_flush_rows: int = _setting(1000, "CT_INFERENCE_FLUSH_ROWS", "inference log flushes after this many rows")
+    inference_flush_seconds: float = _setting(
+        5.0, "CT_INFERENCE_FLUSH_SECONDS", "inference log flushes at least this often (seconds)"
+    )
+    inference_buffer_rows: int = _setting(
+        100_000, "CT_INFERENCE_BUFFER_ROWS", "rows kept while S3 is down; beyond: dropped and counted"
+    )
+    smoke_requests: int = _setting(200, "CT_SMOKE_REQUESTS", "smoke test size")
+    smoke_p99_ms: float = _setting(250.0, "CT_SMOKE_P99_MS", "smoke test latency budget (p99)")
+    alert_webhook_url: str | None = _setting(
+        None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
+    )
+    drift_min_rows: int = _setting(
+        200, "CT_DRIFT_MIN_ROWS", 'fewer logged rows in a window: "not enough data", no decision'
+    )
+    drift_sample_rows: int = _setting(
+        20000, "CT_DRIFT_SAMPLE_ROWS", "seeded sample cap per side for Evidently (bounded time)"
+    )
+    drift_share_threshold: float = _setting(
+        0.3, "CT_DRIFT_SHARE", "a window drifted when this share of features drifted"
+    )
+    drift_use_importance: bool = _setting(
+        False, "CT_DRIFT_USE_IMPORTANCE", "weight the share by the champion's feature importance"
+    )
+    drift_windows_required: int = _setting(
+        1, "CT_DRIFT_WINDOWS_REQUIRED", "retrain when this many (N) of the last M windows drifted"
+    )
+    drift_windows_considered: int = _setting(
+        1, "CT_DRIFT_WINDOWS_CONSIDERED", "how many recent windows (M) the drift policy looks at"
+    )
+    drift_cooldown_hours: float = _setting(
+        24.0, "CT_DRIFT_COOLDOWN_HOURS", "no drift-triggered retrain within this long of the last"
+    )
+    gpu_queue: str = _setting("gpu", "CT_GPU_QUEUE", "Celery queue the training task runs on")
+    gpu_pool: str = _setting("gpu", "CT_GPU_POOL", "Airflow pool the training task runs in")
+    training_timeout_minutes: int = _setting(
+        120, "CT_TRAINING_TIMEOUT_MINUTES", "`execution_timeout` of the training task"
+    )
+    git_commit: str = _setting(
+        "", "CT_GIT_COMMIT", "code commit recorded with each model (images set it); empty: `git rev-parse HEAD`"
+    )
+    seed: int = _setting(42, "CT_SEED", "seed for every random choice")
 
     def __post_init__(self) -> None:
         if len(self.s3_bucket) < 3:
-            raise ValueError(f"CT_S3_BUCKET {self.s3_bucket!r}: bucket names need at least 3 characters")
+            raise SettingsError(f"CT_S3_BUCKET {self.s3_bucket!r}: bucket names need at least 3 characters")
         if not 0.0 <= self.bad_row_budget < 1.0:
-            raise ValueError(f"CT_BAD_ROW_BUDGET must be in [0, 1), got {self.bad_row_budget}")
+            raise SettingsError(f"CT_BAD_ROW_BUDGET must be in [0, 1), got {self.bad_row_budget}")
         overlap = set(self.categorical_columns) & set(self.numeric_columns)
         if overlap:
-            raise ValueError(f"columns listed as both categorical and numeric: {sorted(overlap)}")
+            raise SettingsError(f"columns listed as both categorical and numeric: {sorted(overlap)}")
         reserved = {self.label_column, self.id_column, self.timestamp_column}
         if reserved & set(self.feature_columns):
-            raise ValueError(f"label/id/timestamp columns cannot be features: {sorted(reserved)}")
+            raise SettingsError(f"label/id/timestamp columns cannot be features: {sorted(reserved)}")
         fractions = (self.holdout_fraction, self.validation_fraction)
         if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 0.9:
-            raise ValueError(
+            raise SettingsError(
                 "CT_HOLDOUT_FRACTION and CT_VALIDATION_FRACTION must be in (0, 1) and leave rows to train on"
             )
         if self.deployment_target not in DEPLOYMENT_TARGETS:
-            raise ValueError(f"CT_DEPLOYMENT_TARGET {self.deployment_target!r}: expected one of {DEPLOYMENT_TARGETS}")
+            raise SettingsError(
+                f"CT_DEPLOYMENT_TARGET {self.deployment_target!r}: expected one of {DEPLOYMENT_TARGETS}"
+            )
         if not 1 <= self.drift_windows_required <= self.drift_windows_considered:
-            raise ValueError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")
+            raise SettingsError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")
         if self.slice_column and self.slice_column not in self.categorical_columns:
-            raise ValueError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
+            raise SettingsError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 
     @property
     def feature_columns(self) -> tuple[str, ...]:
@@ -197,76 +336,176 @@ class Settings:
         return f"s3://{self.s3_bucket}/{key}"
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read :class:`Settings` from ``environ`` (default: ``os.environ``), falling back to defaults."""
+@dataclass(frozen=True)
+class SettingDeclaration:
+    """One setting as declared on :class:`Settings`: what the loader and the docs table use."""
+
+    name: str  # the Settings field
+    env: str  # the environment variable, and the name of the Airflow Variable
+    kind: str  # what the docs and error messages call its type
+    default: Any
+    doc: str
+    secret: bool
+    shown_default: str  # the default as the docs table shows it
+    parse: Callable[[str], Any] = field(repr=False, compare=False)
+
+    def value_from(self, raw: str, source: str) -> Any:
+        """``raw`` parsed as this setting's type; :class:`SettingsError` names ``source`` and the variable."""
+        try:
+            return self.parse(raw)
+        except ValueError as error:
+            shown = "'***'" if self.secret else repr(raw)
+            raise SettingsError(f"{source}{self.env}={shown}: {error}") from None
+
+
+def _shown_default(value: Any) -> str:
+    if value is None or value == "":
+        return "empty"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, float):
+        return f"`{value:g}`"
+    if isinstance(value, tuple):
+        return f"`{','.join(value)}`"
+    return f"`{value}`"
+
+
+@cache
+def declared_settings() -> tuple[SettingDeclaration, ...]:
+    """Every setting, in declaration order."""
+    types = typing.get_type_hints(Settings)
+    declarations = []
+    for spec in fields(Settings):
+        if "env" not in spec.metadata:
+            raise TypeError(f"Settings.{spec.name} is not declared with _setting(): no variable, no docs")
+        kind = spec.metadata["kind"] or _KINDS[types[spec.name]]
+        declarations.append(
+            SettingDeclaration(
+                name=spec.name,
+                env=spec.metadata["env"],
+                kind="secret" if spec.metadata["secret"] else kind.label,
+                default=spec.default,
+                doc=spec.metadata["doc"],
+                secret=spec.metadata["secret"],
+                shown_default=spec.metadata["shown"] or _shown_default(spec.default),
+                parse=kind.parse,
+            )
+        )
+    return tuple(declarations)
+
+
+def load_settings(environ: Mapping[str, str] | None = None, variables: VariableLookup | None = None) -> Settings:
+    """Build :class:`Settings`: each from ``environ`` (default ``os.environ``), else ``variables``, else its default.
+
+    ``variables`` is asked only for settings whose environment variable is unset or empty, one call
+    each; without it (what DAG files do at parse time) nothing but the environment is read. An empty
+    value counts as unset. Raises :class:`SettingsError` naming the variable on a malformed value.
+    """
     env = os.environ if environ is None else environ
-    defaults = Settings()
+    values: dict[str, Any] = {}
+    for declared in declared_settings():
+        raw, source = env.get(declared.env), ""
+        if not raw and variables is not None:
+            raw, source = variables(declared.env), "Airflow Variable "
+        if raw:
+            values[declared.name] = declared.value_from(raw, source)
+    return Settings(**values)
 
-    def get(name: str, default: str) -> str:
-        value = env.get(name)
-        return default if value is None or value == "" else value
 
-    return Settings(
-        s3_bucket=get("CT_S3_BUCKET", defaults.s3_bucket),
-        landing_prefix=_prefix(get("CT_LANDING_PREFIX", defaults.landing_prefix)),
-        curated_prefix=_prefix(get("CT_CURATED_PREFIX", defaults.curated_prefix)),
-        quarantine_prefix=_prefix(get("CT_QUARANTINE_PREFIX", defaults.quarantine_prefix)),
-        manifest_prefix=_prefix(get("CT_MANIFEST_PREFIX", defaults.manifest_prefix)),
-        inference_prefix=_prefix(get("CT_INFERENCE_PREFIX", defaults.inference_prefix)),
-        reports_prefix=_prefix(get("CT_REPORTS_PREFIX", defaults.reports_prefix)),
-        aws_conn_id=get("CT_AWS_CONN_ID", defaults.aws_conn_id),
-        s3_endpoint_url=env.get("CT_S3_ENDPOINT_URL") or None,
-        mlflow_tracking_uri=get("MLFLOW_TRACKING_URI", defaults.mlflow_tracking_uri),
-        mlflow_experiment=get("CT_MLFLOW_EXPERIMENT", defaults.mlflow_experiment),
-        model_name=get("CT_MODEL_NAME", defaults.model_name),
-        expectation_suite_path=Path(get("CT_EXPECTATION_SUITE", str(defaults.expectation_suite_path))),
-        label_column=get("CT_LABEL_COLUMN", defaults.label_column),
-        id_column=get("CT_ID_COLUMN", defaults.id_column),
-        timestamp_column=get("CT_TIMESTAMP_COLUMN", defaults.timestamp_column),
-        categorical_columns=_columns(get("CT_CATEGORICAL_COLUMNS", ",".join(defaults.categorical_columns))),
-        numeric_columns=_columns(get("CT_NUMERIC_COLUMNS", ",".join(defaults.numeric_columns))),
-        bad_row_budget=float(get("CT_BAD_ROW_BUDGET", str(defaults.bad_row_budget))),
-        max_batch_bytes=int(get("CT_MAX_BATCH_BYTES", str(defaults.max_batch_bytes))),
-        sensor_poke_seconds=float(get("CT_SENSOR_POKE_SECONDS", str(defaults.sensor_poke_seconds))),
-        sensor_timeout_seconds=float(get("CT_SENSOR_TIMEOUT_SECONDS", str(defaults.sensor_timeout_seconds))),
-        training_window_days=int(get("CT_TRAINING_WINDOW_DAYS", str(defaults.training_window_days))),
-        holdout_fraction=float(get("CT_HOLDOUT_FRACTION", str(defaults.holdout_fraction))),
-        validation_fraction=float(get("CT_VALIDATION_FRACTION", str(defaults.validation_fraction))),
-        num_boost_round=int(get("CT_NUM_BOOST_ROUND", str(defaults.num_boost_round))),
-        early_stopping_rounds=int(get("CT_EARLY_STOPPING_ROUNDS", str(defaults.early_stopping_rounds))),
-        max_depth=int(get("CT_MAX_DEPTH", str(defaults.max_depth))),
-        learning_rate=float(get("CT_LEARNING_RATE", str(defaults.learning_rate))),
-        reference_sample_rows=int(get("CT_REFERENCE_SAMPLE_ROWS", str(defaults.reference_sample_rows))),
-        roc_auc_floor=float(get("CT_ROC_AUC_FLOOR", str(defaults.roc_auc_floor))),
-        min_delta=float(get("CT_MIN_DELTA", str(defaults.min_delta))),
-        loss_tolerance=float(get("CT_LOSS_TOLERANCE", str(defaults.loss_tolerance))),
-        bootstrap_samples=int(get("CT_BOOTSTRAP_SAMPLES", str(defaults.bootstrap_samples))),
-        slice_column=get("CT_SLICE_COLUMN", defaults.slice_column),
-        slice_tolerance=float(get("CT_SLICE_TOLERANCE", str(defaults.slice_tolerance))),
-        min_slice_rows=int(get("CT_MIN_SLICE_ROWS", str(defaults.min_slice_rows))),
-        decision_threshold=float(get("CT_DECISION_THRESHOLD", str(defaults.decision_threshold))),
-        deployment_target=get("CT_DEPLOYMENT_TARGET", defaults.deployment_target),
-        serving_url=get("CT_SERVING_URL", defaults.serving_url).rstrip("/"),
-        serving_admin_token=env.get("CT_SERVING_ADMIN_TOKEN") or None,
-        serving_workers=int(get("CT_SERVING_WORKERS", str(defaults.serving_workers))),
-        serving_state_dir=Path(get("CT_SERVING_STATE_DIR", str(defaults.serving_state_dir))),
-        serving_max_batch=int(get("CT_SERVING_MAX_BATCH", str(defaults.serving_max_batch))),
-        serving_max_body_bytes=int(get("CT_SERVING_MAX_BODY_BYTES", str(defaults.serving_max_body_bytes))),
-        inference_flush_rows=int(get("CT_INFERENCE_FLUSH_ROWS", str(defaults.inference_flush_rows))),
-        inference_flush_seconds=float(get("CT_INFERENCE_FLUSH_SECONDS", str(defaults.inference_flush_seconds))),
-        inference_buffer_rows=int(get("CT_INFERENCE_BUFFER_ROWS", str(defaults.inference_buffer_rows))),
-        smoke_requests=int(get("CT_SMOKE_REQUESTS", str(defaults.smoke_requests))),
-        smoke_p99_ms=float(get("CT_SMOKE_P99_MS", str(defaults.smoke_p99_ms))),
-        alert_webhook_url=env.get("CT_ALERT_WEBHOOK_URL") or None,
-        drift_min_rows=int(get("CT_DRIFT_MIN_ROWS", str(defaults.drift_min_rows))),
-        drift_sample_rows=int(get("CT_DRIFT_SAMPLE_ROWS", str(defaults.drift_sample_rows))),
-        drift_share_threshold=float(get("CT_DRIFT_SHARE", str(defaults.drift_share_threshold))),
-        drift_use_importance=get("CT_DRIFT_USE_IMPORTANCE", "false").lower() in {"1", "true", "yes"},
-        drift_windows_required=int(get("CT_DRIFT_WINDOWS_REQUIRED", str(defaults.drift_windows_required))),
-        drift_windows_considered=int(get("CT_DRIFT_WINDOWS_CONSIDERED", str(defaults.drift_windows_considered))),
-        drift_cooldown_hours=float(get("CT_DRIFT_COOLDOWN_HOURS", str(defaults.drift_cooldown_hours))),
-        gpu_queue=get("CT_GPU_QUEUE", defaults.gpu_queue),
-        gpu_pool=get("CT_GPU_POOL", defaults.gpu_pool),
-        training_timeout_minutes=int(get("CT_TRAINING_TIMEOUT_MINUTES", str(defaults.training_timeout_minutes))),
-        seed=int(get("CT_SEED", str(defaults.seed))),
+def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings for code running inside an Airflow task: environment, then Airflow Variables, then defaults.
+
+    Call it in a task body, never at the top of a DAG file. Variables are read through
+    ``airflow.sdk.Variable.get`` (secrets backend, ``AIRFLOW_VAR_<NAME>``, metadata DB, as Airflow
+    resolves them), only for settings whose environment variable is unset. Inside a task, with no
+    custom secrets backend configured, one ``Variable.keys()`` request first lists the names that
+    exist, so only those are fetched; otherwise every unset setting costs one lookup. Outside a task
+    the Task SDK still resolves ``AIRFLOW_VAR_<NAME>`` and configured secrets backends (no metadata
+    DB); where the Task SDK is not installed this is :func:`load_settings` (environment and defaults).
+    """
+    env = os.environ if environ is None else environ
+    try:
+        from airflow.sdk import Variable, conf
+    except ImportError:
+        return load_settings(env)
+    # AIRFLOW_VAR_* come from the process environment, whatever ``environ`` the settings are read from.
+    return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ))
+
+
+def airflow_variable_lookup(variable_api: Any, airflow_conf: Any, environ: Mapping[str, str]) -> VariableLookup:
+    """A :data:`VariableLookup` over the Task SDK's ``Variable`` (``variable_api``) and ``conf``.
+
+    ``Variable.keys()`` sees only the metadata DB, so its listing decides what to fetch only where
+    nothing else can hold a Variable: no ``[workers] secrets_backend`` / ``[secrets] backend``
+    configured; the ``AIRFLOW_VAR_*`` names in ``environ`` (the process environment, which Airflow's
+    environment-variables backend reads) are added to it. Where no listing can be had (outside a
+    task there is no API to ask) every name is looked up.
+    """
+    from airflow.sdk.exceptions import AirflowRuntimeError
+
+    listed: set[str] | None = None
+    listing_tried = False
+
+    def names_that_exist() -> set[str] | None:
+        nonlocal listed, listing_tried
+        if not listing_tried:
+            listing_tried = True
+            custom_backend = airflow_conf.get("workers", "secrets_backend", fallback="") or airflow_conf.get(
+                "secrets", "backend", fallback=""
+            )
+            if not custom_backend:
+                try:
+                    stored = list(variable_api.keys())
+                except (ImportError, AirflowRuntimeError):  # no task supervisor to ask, or an API without it
+                    return None
+                from_env = (name.removeprefix("AIRFLOW_VAR_") for name in environ if name.startswith("AIRFLOW_VAR_"))
+                # Upper-cased: a database with case-insensitive keys finds "ct_seed" for CT_SEED.
+                listed = {str(name).upper() for name in (*stored, *from_env)}
+        return listed
+
+    def lookup(name: str) -> str | None:
+        existing = names_that_exist()
+        if existing is not None and name.upper() not in existing:
+            return None
+        value = variable_api.get(name, default=None)
+        return None if value is None else str(value)
+
+    return lookup
+
+
+def settings_table_markdown() -> str:
+    """The Markdown table of every setting (README.md's "Settings" section is this, verbatim)."""
+    rows = ["| variable | type | default | meaning |", "| --- | --- | --- | --- |"]
+    for declared in declared_settings():
+        cells = (f"`{declared.env}`", declared.kind, declared.shown_default, declared.doc)
+        rows.append("| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--markdown``: print the settings table; otherwise check the environment's settings and print them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m include.continuous_training.config",
+        description="Check the settings this environment gives (exit 2 when one is wrong), or print their table.",
     )
+    parser.add_argument("--markdown", action="store_true", help="print the settings table (README.md, Settings)")
+    args = parser.parse_args(argv)
+    if args.markdown:
+        print(settings_table_markdown(), end="")
+        return 0
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"settings: {error}")
+        return 2
+    for declared in declared_settings():
+        value = getattr(settings, declared.name)
+        shown = "***" if declared.secret and value else _shown_default(value).strip("`")
+        print(f"{declared.env}={shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

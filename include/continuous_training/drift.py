@@ -61,7 +61,7 @@ def read_feedback(s3: S3Client, settings: Settings) -> pd.DataFrame:
     import pandas as pd
 
     frames = []
-    for ref in list_objects(s3, settings.s3_bucket, "feedback/"):
+    for ref in list_objects(s3, settings.s3_bucket, settings.feedback_prefix):
         body = io.BytesIO(s3.get_object(Bucket=settings.s3_bucket, Key=ref.key)["Body"].read())
         frame = pd.read_parquet(body) if ref.key.endswith(".parquet") else pd.read_csv(body)
         frames.append(frame[["prediction_id", settings.label_column]])

@@ -139,7 +139,7 @@ def assemble_training_data(
     }
     data_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
     manifest["data_hash"] = data_hash
-    folder = f"training/{data_hash}/"
+    folder = f"{settings.training_prefix}{data_hash}/"
     uris = {}
     for name, split in splits.items():
         key = f"{folder}{name}.parquet"
@@ -220,10 +220,10 @@ def run_reason(reason: str, run_type: Any, report_uri: str | None) -> str:
     )
 
 
-def git_commit() -> str:
+def git_commit(settings: Settings) -> str:
     """The deployed code's commit: ``CT_GIT_COMMIT`` (set by images), else ``git rev-parse``."""
-    if os.environ.get("CT_GIT_COMMIT"):
-        return os.environ["CT_GIT_COMMIT"]
+    if settings.git_commit:
+        return settings.git_commit
     try:
         return subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -315,7 +315,7 @@ def train_challenger(
         "ct.reason": reason[:500],
         "ct.device": device,
         "ct.device_reason": why,
-        "mlflow.source.git.commit": git_commit(),
+        "mlflow.source.git.commit": git_commit(settings),
         "ct.role": "challenger",
     }
     tracking = mlflow.MlflowClient()

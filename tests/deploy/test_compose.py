@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,22 +127,104 @@ def test_every_service_has_a_healthcheck_and_loopback_only_ports(services):
             assert str(port).startswith("127.0.0.1:"), f"{name} publishes {port} beyond loopback"
 
 
-def test_no_secret_has_a_default(compose, services):
+# A name that holds a credential: *PASSWORD*, *SECRET*, *TOKEN*, a *_KEY / KEY_* part, *_AUTH.
+CREDENTIAL_NAME = re.compile(r"PASSW(OR)?D|SECRET|TOKEN|(^|_)KEY($|_)|_AUTH$", re.IGNORECASE)
+CREDENTIAL_FLAG = re.compile(r"--[\w-]*(pass|secret|token|key)[\w-]*", re.IGNORECASE)
+URL_USERINFO = re.compile(r"\b[a-z][a-z0-9+.-]*://((?:\$\{[^}]*\}|[^/@\s\"'])*)@", re.IGNORECASE)
+REQUIRED = re.compile(r"\$\{(\w+):\?[^}]+\}")  # ${VAR:?message}: compose stops when VAR is unset or empty
+
+
+def credentials(node: Any, where: str = "") -> Iterator[tuple[str, str]]:
+    """Every credential in a loaded compose file, as (where, value): the value of a credential-named
+    key (also inside a JSON value, e.g. an AIRFLOW_CONN_*), the password in a URL's userinfo, the
+    argument of a --*pass*/--*secret*/--*token*/--*key* flag."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            inner = f"{where}.{key}"
+            if isinstance(value, str | int | float) and CREDENTIAL_NAME.search(str(key)):
+                yield inner, str(value)
+            yield from credentials(value, inner)
+    elif isinstance(node, list):
+        for index, item in enumerate(node):
+            yield from credentials(item, f"{where}[{index}]")
+            if isinstance(item, str) and CREDENTIAL_FLAG.fullmatch(item) and index + 1 < len(node):
+                yield f"{where}[{index + 1}]", str(node[index + 1])
+    elif isinstance(node, str):
+        for userinfo in URL_USERINFO.findall(node):
+            yield f"{where} (URL password)", userinfo.partition(":")[2]
+        for match in re.finditer(CREDENTIAL_FLAG.pattern + r"[= ](\S+)", node, re.IGNORECASE):
+            yield f"{where} ({match.group(0).split()[0].split('=')[0]})", match.group(2)
+        try:
+            parsed = json.loads(node) if node.lstrip().startswith("{") else None
+        except json.JSONDecodeError:
+            parsed = None
+        if parsed is not None:
+            yield from credentials(parsed, f"{where} (JSON)")
+
+
+def credentials_without_a_required_variable(compose: dict[str, Any]) -> list[str]:
+    return [f"{where}: {value!r}" for where, value in credentials(compose) if not REQUIRED.fullmatch(value)]
+
+
+def test_every_credential_is_a_required_variable_with_no_default(compose):
+    found = dict(credentials(compose))
+    missing = credentials_without_a_required_variable(compose)
+    assert not missing, "\n".join(["credentials that are not a required ${VAR:?...} interpolation:", *missing])
+    # The walk sees each kind of credential this file holds (else the check above passes vacuously).
+    expected = {
+        ".services.postgres.environment.POSTGRES_PASSWORD": "POSTGRES_PASSWORD",
+        ".services.redis.command[2]": "REDIS_PASSWORD",
+        ".x-airflow-common.environment.AIRFLOW__CELERY__BROKER_URL (URL password)": "REDIS_PASSWORD",
+        ".x-airflow-common.environment.AIRFLOW__DATABASE__SQL_ALCHEMY_CONN (URL password)": "POSTGRES_PASSWORD",
+        ".x-airflow-common.environment.AIRFLOW__CELERY__RESULT_BACKEND (URL password)": "POSTGRES_PASSWORD",
+        ".services.mlflow.command[3] (URL password)": "MLFLOW_DB_PASSWORD",
+        ".x-airflow-common.environment.AIRFLOW_CONN_AWS_CT (JSON).password": "MINIO_ROOT_PASSWORD",
+        ".x-airflow-common.environment.AIRFLOW__CORE__FERNET_KEY": "AIRFLOW_FERNET_KEY",
+        ".x-airflow-common.environment.AIRFLOW__API_AUTH__JWT_SECRET": "AIRFLOW_JWT_SECRET",
+        ".x-airflow-common.environment.CT_SERVING_ADMIN_TOKEN": "CT_SERVING_ADMIN_TOKEN",
+        ".services.airflow-init.environment._AIRFLOW_WWW_USER_PASSWORD": "_AIRFLOW_WWW_USER_PASSWORD",
+        ".services.grafana.environment.GF_SECURITY_ADMIN_PASSWORD": "GRAFANA_ADMIN_PASSWORD",
+    }
+    for where, variable in expected.items():
+        assert where in found, f"{where} not seen; seen: {sorted(found)}"
+        match = REQUIRED.fullmatch(found[where])
+        assert match, (where, found[where])
+        assert match.group(1) == variable, (where, found[where])
+    # A variable that guards a credential has no default anywhere else in the file either.
     text = COMPOSE_FILE.read_text()
-    for variable in (
-        "MINIO_ROOT_PASSWORD",
-        "_AIRFLOW_WWW_USER_PASSWORD",
-        "AIRFLOW_JWT_SECRET",
-        "CT_SERVING_ADMIN_TOKEN",
-        "GRAFANA_ADMIN_PASSWORD",
-    ):
-        uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
-        assert uses, variable
-        assert all(use.startswith(":?") or use == "" for use in uses), f"{variable} has a default: {uses}"
+    for variable in {REQUIRED.fullmatch(value).group(1) for value in found.values()}:  # type: ignore[union-attr]
+        uses = re.findall(r"\$\{" + variable + r"\b([^}]*)\}", text)
+        assert all(use.startswith(":?") for use in uses), f"${{{variable}}} is used with a default: {uses}"
     example = (ROOT / ".env.example").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
     assert required <= set(re.findall(r"^(\w+)=", example, re.M)), "every required variable is in .env.example"
-    assert not re.search(r"^\w*(PASSWORD|SECRET|TOKEN)\w*=\S", example, re.M), ".env.example holds no secret"
+    assert not re.search(r"^\w*(PASSWORD|SECRET|TOKEN|KEY)\w*=\S", example, re.M), ".env.example holds no secret"
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("services", "postgres", "environment", "POSTGRES_PASSWORD"), "airflow"),
+        (("x-airflow-common", "environment", "AIRFLOW__CELERY__BROKER_URL"), "redis://:@redis:6379/0"),
+        (("x-airflow-common", "environment", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"), "postgresql://a:a@postgres/a"),
+        (("x-airflow-common", "environment", "AIRFLOW__CORE__FERNET_KEY"), "${AIRFLOW_FERNET_KEY:-}"),
+        (("x-airflow-common", "environment", "AIRFLOW__API_AUTH__JWT_SECRET"), "${AIRFLOW_JWT_SECRET}"),
+        (("services", "redis", "command"), "redis-server --requirepass hunter2"),
+        (
+            ("x-airflow-common", "environment", "AIRFLOW_CONN_AWS_CT"),
+            '{"conn_type": "aws", "login": "u", "password": "${MINIO_ROOT_PASSWORD:-minio123}"}',
+        ),
+        (("services", "grafana", "environment", "GF_SECURITY_ADMIN_PASSWORD"), "admin"),
+    ],
+)
+def test_the_credential_check_catches_a_default_or_a_literal(compose, path, value):
+    """The check above is only worth something if it fails on each way a credential can slip in."""
+    broken = json.loads(json.dumps(compose))
+    node = broken
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    assert credentials_without_a_required_variable(broken), f"{'.'.join(path)}={value!r} was not caught"
 
 
 def test_mlflow_uses_postgres_and_minio_and_the_endpoint_follows_it(services):
@@ -150,8 +233,11 @@ def test_mlflow_uses_postgres_and_minio_and_the_endpoint_follows_it(services):
     assert "--backend-store-uri=postgresql" in args
     assert "--artifacts-destination=s3://" in args
     assert mlflow["environment"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    init_sql = (ROOT / "deploy" / "postgres-init.sql").read_text()
-    assert "CREATE DATABASE mlflow" in init_sql
+    init_script = ROOT / "deploy" / "postgres-init.sh"
+    assert "CREATE DATABASE mlflow" in init_script.read_text()
+    assert ":'mlflow_password'" in init_script.read_text()  # the password comes from MLFLOW_DB_PASSWORD
+    assert init_script.stat().st_mode & 0o111, "executable: the Postgres entrypoint runs it rather than sourcing it"
+    assert "./deploy/postgres-init.sh:/docker-entrypoint-initdb.d/10-mlflow.sh:ro" in services["postgres"]["volumes"]
     serving = services["serving"]
     assert serving["entrypoint"][-1] == "include.continuous_training.serving"
     assert serving["environment"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"

@@ -91,3 +91,11 @@ def test_run_reason_prefers_the_param_then_the_trigger():
         run_reason("", "manual", "s3://b/reports/drift/x.html") == "drift detected (report s3://b/reports/drift/x.html)"
     )
     assert run_reason("", "asset_triggered", None) == "new curated data"
+
+
+def test_the_commit_recorded_with_a_model_comes_from_settings_else_git():
+    from include.continuous_training.training import git_commit
+
+    assert git_commit(load_settings({"CT_GIT_COMMIT": "0123abc"})) == "0123abc"
+    from_git = git_commit(load_settings({}))
+    assert from_git == "unknown" or len(from_git) == 40  # this checkout's HEAD where git can say
