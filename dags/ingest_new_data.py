@@ -27,7 +27,7 @@ from typing import Any
 from airflow.sdk import dag, task
 
 from include.continuous_training.assets import curated_batches_asset
-from include.continuous_training.config import load_settings
+from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.sensors import NewLandingObjectsSensor
@@ -69,11 +69,12 @@ def ingest_new_data() -> None:
         from include.continuous_training.ingestion import ingest_object
         from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         ref = ObjectRef.from_dict(landing_object)
         get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
         # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
         with task_outcome():
-            result = ingest_object(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, ref, context["run_id"])
+            result = ingest_object(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
         context["outlet_events"][CURATED_BATCHES].extra = result.asset_extra()
         return result.as_dict()
 

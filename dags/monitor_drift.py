@@ -24,7 +24,7 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, Param, XComArg, dag, task
 
-from include.continuous_training.config import load_settings
+from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, persist_link
 from include.continuous_training.notifications import alert_on_failure
@@ -56,12 +56,13 @@ def monitor_drift() -> None:
         from include.continuous_training.run_conf import check_run_conf
         from include.continuous_training.storage import s3_client_from_connection
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         end = context["dag_run"].run_after
         with task_outcome():
             check_run_conf(context)
             summary = measure_window(
-                s3_client_from_connection(SETTINGS.aws_conn_id),
-                SETTINGS,
+                s3_client_from_connection(settings.aws_conn_id),
+                settings,
                 end - timedelta(hours=context["params"]["window_hours"]),
                 end,
             )
@@ -76,9 +77,10 @@ def monitor_drift() -> None:
         from include.continuous_training.drift import decide_and_record
         from include.continuous_training.storage import s3_client_from_connection
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         active = RuntimeTaskInstance.get_dr_count(dag_id="train_and_deploy", states=["queued", "running"]) > 0
-        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
-        decision, conf = decide_and_record(s3, SETTINGS, summary, context["dag_run"].run_after, active)
+        s3 = s3_client_from_connection(settings.aws_conn_id)
+        decision, conf = decide_and_record(s3, settings, summary, context["dag_run"].run_after, active)
         print(f"{decision.action}: {'; '.join(decision.reasons)}")
         context["ti"].xcom_push(key="retrain_conf", value=conf)
         return "trigger_retraining" if decision.action == "retrain" else "record_no_drift"

@@ -38,7 +38,7 @@ from typing import Any
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, TriggerRule, chain, dag, task
 
 from include.continuous_training.assets import curated_batches_asset
-from include.continuous_training.config import load_settings
+from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.features import TUNABLE_PARAMS
 from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
@@ -96,11 +96,12 @@ def train_and_deploy() -> None:
         from include.continuous_training.training import NoCuratedData, NothingCuratedYet
         from include.continuous_training.training import assemble_training_data as assemble
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         with task_outcome():
             check_run_conf(context)
-            s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+            s3 = s3_client_from_connection(settings.aws_conn_id)
             try:
-                return assemble(s3, SETTINGS, context["params"]["window_days"], context["dag_run"].run_after)
+                return assemble(s3, settings, context["params"]["window_days"], context["dag_run"].run_after)
             except NoCuratedData as error:
                 if context["dag_run"].run_type == "scheduled":
                     raise NothingCuratedYet(f"{error} (scheduled tick before any data has arrived)") from None
@@ -116,11 +117,12 @@ def train_and_deploy() -> None:
         from include.continuous_training.storage import s3_client_from_connection
         from include.continuous_training.training import run_reason, train_challenger
 
-        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
+        s3 = s3_client_from_connection(settings.aws_conn_id)
         params = context["params"]
         reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
         with task_outcome():
-            model = train_challenger(s3, SETTINGS, data, context["run_id"], params["hyperparameters"], reason)
+            model = train_challenger(s3, settings, data, context["run_id"], params["hyperparameters"], reason)
         persist_link(context, MLFLOW_RUN_LINK_KEY, model["run_url"])  # the task's "MLflow run" button
         return model
 
@@ -130,8 +132,9 @@ def train_and_deploy() -> None:
         from include.continuous_training.evaluation import evaluate_challenger as evaluate
         from include.continuous_training.storage import s3_client_from_connection
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         with task_outcome():
-            return evaluate(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data, model["model_uri"])
+            return evaluate(s3_client_from_connection(settings.aws_conn_id), settings, data, model["model_uri"])
 
     @task.branch
     def decide_promotion(evaluation: Evaluation, model: TrainedModel, **context: Any) -> str:
@@ -139,9 +142,10 @@ def train_and_deploy() -> None:
         from include.continuous_training.evaluation import decide_promotion as decide
         from include.continuous_training.evaluation import log_decision
 
-        decision = decide(evaluation, SETTINGS, dry_run=context["params"]["dry_run"])
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
+        decision = decide(evaluation, settings, dry_run=context["params"]["dry_run"])
         print(decision.summary())
-        log_decision(SETTINGS, model["run_id"], evaluation, decision)
+        log_decision(settings, model["run_id"], evaluation, decision)
         context["ti"].xcom_push(key="decision", value=decision.as_dict())
         if decision.dry_run:
             return "report_dry_run"
@@ -155,11 +159,12 @@ def train_and_deploy() -> None:
         from include.continuous_training.registry import tracking_client
         from include.continuous_training.storage import read_json_uri, s3_client_from_connection
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
         with task_outcome():
-            manifest = read_json_uri(s3_client_from_connection(SETTINGS.aws_conn_id), SETTINGS, data["manifest_uri"])
+            manifest = read_json_uri(s3_client_from_connection(settings.aws_conn_id), settings, data["manifest_uri"])
             tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision.as_dict(), "ct.data_manifest": manifest}
-            return register(tracking_client(SETTINGS), SETTINGS, model["run_id"], model["model_id"], tags)
+            return register(tracking_client(settings), settings, model["run_id"], model["model_id"], tags)
 
     @task
     def deploy_challenger(version: str, **context: Any) -> Deployment:
@@ -168,12 +173,13 @@ def train_and_deploy() -> None:
         from include.continuous_training.errors import NothingToDo
         from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         with task_outcome():
-            if SETTINGS.deployment_target == "none":
+            if settings.deployment_target == "none":
                 raise NothingToDo("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
-            champion = version_by_alias(tracking_client(SETTINGS), SETTINGS.model_name, CHAMPION)
+            champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
             context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
-            target_for(SETTINGS).deploy(version)  # unreachable: retried; refused: fails at once
+            target_for(settings).deploy(version)  # unreachable: retried; refused: fails at once
         return Deployment(version=version, previous=str(champion.version) if champion else None)
 
     @task
@@ -182,9 +188,10 @@ def train_and_deploy() -> None:
         from include.continuous_training.deployment import SmokeTestFailed, run_smoke_test
         from include.continuous_training.storage import s3_client_from_connection
 
-        s3 = s3_client_from_connection(SETTINGS.aws_conn_id)
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
+        s3 = s3_client_from_connection(settings.aws_conn_id)
         with task_outcome():
-            report = run_smoke_test(s3, SETTINGS, data, deployment["version"])
+            report = run_smoke_test(s3, settings, data, deployment["version"])
             print(f"smoke test of version {deployment['version']}: {report.reason()}")
             if not report.passed:
                 raise SmokeTestFailed(f"smoke test failed for version {deployment['version']}: {report.reason()}")
@@ -197,14 +204,15 @@ def train_and_deploy() -> None:
         from include.continuous_training.errors import NothingToDo
         from include.continuous_training.notifications import send_alert
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         attempted = context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted")
         with task_outcome():
             if attempted is None:
                 raise NothingToDo("nothing was deployed in this run: nothing to roll back")
-            restored = rollback_to_champion(SETTINGS, rolled_back=str(attempted))
+            restored = rollback_to_champion(settings, rolled_back=str(attempted))
         served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
         send_alert(
-            SETTINGS,
+            settings,
             f"Deployment rolled back ({context['run_id']})",
             f"{served}; version {attempted} is no longer the challenger",
         )
@@ -216,7 +224,8 @@ def train_and_deploy() -> None:
         from include.continuous_training.registry import promote_champion as promote
         from include.continuous_training.registry import tracking_client
 
-        return promote(tracking_client(SETTINGS), SETTINGS, version)
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
+        return promote(tracking_client(settings), settings, version)
 
     @task
     def reject_challenger(model: TrainedModel, **context: Any) -> None:
@@ -225,9 +234,10 @@ def train_and_deploy() -> None:
         from include.continuous_training.notifications import send_alert
         from include.continuous_training.registry import tracking_client
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
-        tracking_client(SETTINGS).set_tag(model["run_id"], "ct.rejected", "true")
-        send_alert(SETTINGS, f"Challenger rejected ({context['run_id']})", "; ".join(decision.reasons))
+        tracking_client(settings).set_tag(model["run_id"], "ct.rejected", "true")
+        send_alert(settings, f"Challenger rejected ({context['run_id']})", "; ".join(decision.reasons))
 
     @task
     def report_dry_run(model: TrainedModel, **context: Any) -> None:
@@ -235,8 +245,9 @@ def train_and_deploy() -> None:
         from include.continuous_training.evaluation import DecisionRecord
         from include.continuous_training.registry import tracking_client
 
+        settings = task_settings()  # environment, then Airflow Variables, then defaults
         decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
-        tracking_client(SETTINGS).set_tag(model["run_id"], "ct.dry_run", "true")
+        tracking_client(settings).set_tag(model["run_id"], "ct.dry_run", "true")
         outcome = "promoted" if decision.verdict == "promote" else "rejected"
         print(f"dry run: the challenger would have been {outcome}; nothing changed")
 

@@ -35,6 +35,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from include.continuous_training.errors import ConfigurationError, task_outcome
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SUITE_PATH = PACKAGE_DIR / "expectations" / "transactions.json"
 
@@ -47,14 +49,14 @@ DEFAULT_NUMERIC_COLUMNS = (
     "merchant_risk_score",
 )
 DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
-# "local": this package's endpoint; "sagemaker": a SageMaker endpoint; "none": promote without deploying.
-DEPLOYMENT_TARGETS = ("local", "sagemaker", "none")
+# "local": this package's endpoint; "none": promote without deploying.
+DEPLOYMENT_TARGETS = ("local", "none")
 
 VariableLookup = Callable[[str], str | None]
 """Returns the value of the Airflow Variable with that name, or None when there is none."""
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigurationError):
     """A setting is malformed or contradicts another: fix the configuration, retrying cannot help."""
 
 
@@ -240,7 +242,7 @@ class Settings:
     deployment_target: str = _setting(
         "local",
         "CT_DEPLOYMENT_TARGET",
-        "`local`: the serving endpoint; `sagemaker`: a SageMaker endpoint; `none`: promote without deploying",
+        "`local`: the serving endpoint; `none`: promote without deploying",
     )
     serving_url: str = _setting(
         "http://127.0.0.1:8000", "CT_SERVING_URL", "where deploy / smoke-test tasks reach the endpoint", kind=_URL
@@ -430,6 +432,12 @@ def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
         return load_settings(env)
     # AIRFLOW_VAR_* come from the process environment, whatever ``environ`` the settings are read from.
     return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ))
+
+
+def task_settings() -> Settings:
+    """:func:`runtime_settings` for a task body: a malformed value fails the task at once, without retries."""
+    with task_outcome():
+        return runtime_settings()
 
 
 def airflow_variable_lookup(variable_api: Any, airflow_conf: Any, environ: Mapping[str, str]) -> VariableLookup:

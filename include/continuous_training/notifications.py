@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from include.continuous_training.config import Settings, load_settings
+from include.continuous_training.config import Settings, SettingsError, load_settings, runtime_settings
 
 log = logging.getLogger(__name__)
 
@@ -43,4 +43,8 @@ def alert_on_failure(context: Any) -> None:
     ti = context.get("task_instance") or context.get("ti")
     error = context.get("exception")
     where = f"{getattr(ti, 'dag_id', '?')}.{getattr(ti, 'task_id', '?')} run {context.get('run_id', '?')}"
-    send_alert(load_settings(), f"Task failed: {where}", f"{type(error).__name__ if error else 'failure'}: {error}")
+    try:
+        settings = runtime_settings()  # a webhook set as an Airflow Variable is honoured too
+    except SettingsError:  # the failure may be that very misconfiguration: alert with the environment's
+        settings = load_settings()
+    send_alert(settings, f"Task failed: {where}", f"{type(error).__name__ if error else 'failure'}: {error}")

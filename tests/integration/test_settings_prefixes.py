@@ -41,7 +41,8 @@ def test_training_splits_are_written_under_the_training_prefix(empty_bucket, set
     data = assemble_training_data(empty_bucket, moved)
 
     folder = f"splits/v2/{data['data_hash']}/"
-    for name in ("train", "validation", "holdout"):
-        assert data[f"{name}_uri"] == moved.s3_uri(f"{folder}{name}.parquet")
+    assert data["train_uri"] == moved.s3_uri(f"{folder}train.parquet")
+    assert data["validation_uri"] == moved.s3_uri(f"{folder}validation.parquet")
+    assert data["holdout_uri"] == moved.s3_uri(f"{folder}holdout.parquet")
     assert keys_under(empty_bucket, settings.s3_bucket, folder)
     assert not keys_under(empty_bucket, settings.s3_bucket, "training/")

@@ -333,3 +333,21 @@ def test_s3_uri():
 def test_constructing_settings_directly_validates_too():
     with pytest.raises(SettingsError, match="CT_S3_BUCKET"):
         Settings(s3_bucket="ab")
+
+
+def test_the_removed_sagemaker_target_is_refused_naming_the_setting():
+    from include.continuous_training.config import SettingsError
+
+    with pytest.raises(SettingsError, match=r"CT_DEPLOYMENT_TARGET 'sagemaker': expected one of \('local', 'none'\)"):
+        load_settings({"CT_DEPLOYMENT_TARGET": "sagemaker"})
+
+
+def test_a_malformed_setting_fails_a_task_at_once_without_retries():
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from include.continuous_training.config import task_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CT_MAX_DEPTH", "six")
+        with pytest.raises(AirflowFailException, match="CT_MAX_DEPTH='six': expected an integer"):
+            task_settings()
