@@ -51,6 +51,26 @@ def test_a_good_batch_is_curated_recorded_and_announced(dagbag, s3, settings):
     ]
 
 
+def test_an_airflow_variable_reaches_the_ingest_task(dagbag, s3, settings, monkeypatch):
+    """A setting stored as an Airflow Variable (metadata DB, no environment variable) steers the real task."""
+    from airflow.models.variable import Variable
+
+    monkeypatch.delenv("CT_CURATED_PREFIX", raising=False)
+    Variable.set("CT_CURATED_PREFIX", "curated-from-variable/")
+    try:
+        key = settings.landing_prefix + "2026-11-22/cards.csv"
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=to_bytes(good_frame(rows=300, seed=5), "csv"))
+
+        assert run_dag(dagbag, DAG_ID).state == "success"
+
+        [entry] = read_manifest(s3, settings)
+        assert entry.curated_uri is not None
+        assert entry.curated_uri.startswith(f"s3://{settings.s3_bucket}/curated-from-variable/batch_id=")
+        assert keys_under(s3, settings.s3_bucket, settings.curated_prefix) == []
+    finally:
+        Variable.delete("CT_CURATED_PREFIX")
+
+
 def test_nothing_new_skips_the_run_instead_of_failing(dagbag, s3, settings):
     outcome = run_dag(dagbag, DAG_ID)
     assert outcome.state == "success"
