@@ -105,9 +105,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     import json
 
+    from devtools.datasets import BatchSpec, generate_batch
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch
-    from include.continuous_training.drift import _sample, compute_drift
+    from include.continuous_training.drift import compute_drift
     from include.continuous_training.registry import LoadedModel
     from include.continuous_training.training import FeatureSpec, fit_booster, training_params
     from include.continuous_training.validation import validate_batch
@@ -150,8 +150,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
         current = frame.assign(score=booster.inplace_predict(spec.matrix(frame)))
 
         def baseline(current: Any = current) -> dict[str, bool]:
-            """The same work as compute_drift: sample, score the reference, then the tests."""
-            sample = _sample(current, cap, settings.seed)
+            """The same work as compute_drift: sample (as it does: ``cap`` rows, the settings' seed), score the
+            reference, then the tests."""
+            sample = current.sample(n=cap, random_state=settings.seed) if len(current) > cap else current
             scored = reference.assign(score=booster.inplace_predict(spec.matrix(reference)))
             return scipy_drift(scored, sample, numeric, categorical)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import uuid
 
+from airflow.providers.amazon.aws.hooks.sagemaker import SageMakerHook
+
 from include.continuous_training.deployment import SageMakerEndpoint, target_for
 
 
@@ -27,7 +29,8 @@ def test_first_deployment_creates_model_config_and_endpoint(settings):
     target.deploy("3")
 
     assert target.serving_version() == "3"
-    client = target._client()
+    # Read back through the same hook and connection the target uses, not through the target itself.
+    client = SageMakerHook(aws_conn_id=settings.aws_conn_id).get_conn()
     endpoint = client.describe_endpoint(EndpointName=target.endpoint_name)
     config = client.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
     assert config["ProductionVariants"][0]["ModelName"] == f"{scoped.model_name}-v3"

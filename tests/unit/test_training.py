@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.config import load_settings
-from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.training import (
     FeatureSpec,
     cuda_device_count,
