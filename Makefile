@@ -28,13 +28,13 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/python -m include.continuous_training.demo $(ARGS)
+	$(BIN)/python -m devtools.demo $(ARGS)
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/bandit -q -c pyproject.toml -r dags include plugins benchmarks tools
+	$(BIN)/bandit -q -c pyproject.toml -r dags include plugins devtools benchmarks tools
 
 audit: venv
 	$(BIN)/python -m tools.audit $(ARGS)
@@ -62,14 +62,14 @@ bench-deps:
 	  else echo "wrk not found: install it (apt-get install wrk) for the serving rows"; fi; }
 
 services-up: venv
-	$(BIN)/python -m include.continuous_training.services up
+	$(BIN)/python -m devtools.services up
 
 services-down: venv
-	$(BIN)/python -m include.continuous_training.services down
+	$(BIN)/python -m devtools.services down
 
 services-status: venv
-	$(BIN)/python -m include.continuous_training.services status
+	$(BIN)/python -m devtools.services status
 
 clean:
-	-$(BIN)/python -m include.continuous_training.services down 2>/dev/null
+	-$(BIN)/python -m devtools.services down 2>/dev/null
 	rm -rf .services .demo .pytest_cache .mypy_cache .ruff_cache

@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     import xgboost as xgb
 
+    from devtools.datasets import BatchSpec, generate_batch
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch
     from include.continuous_training.features import FeatureSpec
     from include.continuous_training.training import training_params
 

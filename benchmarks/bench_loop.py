@@ -1,9 +1,9 @@
 """End to end on a real scheduler: a batch lands → a new champion serves, split into task time and
 scheduler / hand-off time.
 
-Starts what ``make demo`` starts (S3, MLflow, the endpoint, ``airflow standalone`` with LocalExecutor,
-the demo's latency settings: sensor lists every 2 s, idle scheduler loop 0.25 s),
-lands one ``--rows`` batch while the ``wait_for_new_data`` sensor is deferred, and waits for
+Starts what ``make demo`` starts (``devtools.stack.LocalStack``: S3, MLflow, the endpoint,
+``airflow standalone`` with LocalExecutor, the demo's latency settings: sensor lists every 2 s, idle
+scheduler loop 0.25 s), lands one ``--rows`` batch while the ``wait_for_new_data`` sensor is deferred, and waits for
 ``train_and_deploy`` to promote and deploy it. From the task instances Airflow recorded:
 
 - task time: the sum of the durations of the tasks on the path (the sensor's last run, the ingest
@@ -23,9 +23,12 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.common import Row, emit, json_argument
+
+if TYPE_CHECKING:
+    from devtools.airflow_api import AirflowAPI
 
 
 def _when(value: str | None) -> datetime:
@@ -41,31 +44,32 @@ def main(argv: list[str] | None = None) -> list[Row]:
     json_argument(parser)
     args = parser.parse_args(argv)
 
-    from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
-    from include.continuous_training.demo import FIRST_DAY, Demo
+    from devtools.datasets import BatchSpec, generate_batch, to_bytes
+    from devtools.demo import FIRST_DAY
+    from devtools.stack import LocalStack
 
     body = to_bytes(generate_batch(BatchSpec(rows=args.rows, seed=5, start=FIRST_DAY, hours=24 * 7)), "parquet")
     with tempfile.TemporaryDirectory() as home:
-        demo = Demo(home=Path(home), log=lambda line: print(line, flush=True))
+        stack = LocalStack(home=Path(home), log=lambda line: print(line, flush=True))
         try:
-            demo.start()
-            demo._settle_unpause_ticks()
-            api = demo.api
+            stack.start()
+            stack.settle_unpause_ticks()
+            api = stack.api
             assert api is not None
-            ingest_run = demo._listening_ingest_run()
-            trainings = demo._run_ids("train_and_deploy")
-            key = demo.settings.landing_prefix + "bench/batch.parquet"
+            ingest_run = stack.wait_for_listening_ingest_run()
+            trainings = stack.run_ids("train_and_deploy")
+            key = stack.settings.landing_prefix + "bench/batch.parquet"
             landed = datetime.now(UTC)
-            demo.s3.put_object(Bucket=demo.settings.s3_bucket, Key=key, Body=body)
-            demo._wait_run("ingest_new_data", ingest_run, timeout=900)
-            training = demo._new_run("train_and_deploy", trainings, run_type="asset_triggered")
-            run = demo._wait_run("train_and_deploy", training["dag_run_id"], timeout=1800)
+            stack.s3.put_object(Bucket=stack.settings.s3_bucket, Key=key, Body=body)
+            stack.wait_for_run("ingest_new_data", ingest_run, timeout=900)
+            training = stack.wait_for_new_run("train_and_deploy", trainings, run_type="asset_triggered")
+            run = stack.wait_for_run("train_and_deploy", training["dag_run_id"], timeout=1800)
             assert run["state"] == "success", run
-            demo._check_served(demo._champion())
+            stack.check_served(stack.champion_version())
             ingest_tis = _instances(api, "ingest_new_data", ingest_run)
             train_tis = _instances(api, "train_and_deploy", training["dag_run_id"])
         finally:
-            demo.stop()
+            stack.stop()
 
     sensor = ingest_tis["wait_for_new_data"]
     path = [ingest_tis["ingest_batch"], *sorted(train_tis.values(), key=lambda ti: _when(ti["start_date"]))]
@@ -114,10 +118,9 @@ def main(argv: list[str] | None = None) -> list[Row]:
     return rows
 
 
-def _instances(api: Any, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
+def _instances(api: AirflowAPI, dag_id: str, run_id: str) -> dict[str, dict[str, Any]]:
     """The task instances that ran (success), by task id (a mapped task: its one instance)."""
-    payload = api._send("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=100")
-    return {ti["task_id"]: ti for ti in payload["task_instances"] if ti["state"] == "success"}
+    return {ti["task_id"]: ti for ti in api.task_instances(dag_id, run_id) if ti["state"] == "success"}
 
 
 if __name__ == "__main__":

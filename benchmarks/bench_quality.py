@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
 
     import json
 
+    from devtools.datasets import BatchSpec, generate_batch
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch
     from include.continuous_training.drift import compute_drift, sample_rows
     from include.continuous_training.features import FeatureSpec
     from include.continuous_training.registry import LoadedModel

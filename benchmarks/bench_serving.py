@@ -2,7 +2,8 @@
 
 Starts S3 + MLflow on loopback, trains and registers one model, then serves version 1 two ways:
 
-- ours: ``python -m include.continuous_training.serving`` (FastAPI/uvicorn, orjson, native booster);
+- ours: ``python -m include.continuous_training.serving`` (FastAPI/uvicorn, orjson, native booster),
+  started by ``devtools.services.start_endpoint`` as everywhere else;
 - baseline: ``mlflow models serve -m models:/NAME/1 --env-manager local`` (MLflow's scoring server),
   sent the same row in its ``dataframe_split`` format (the encoded features of the model signature);
 
@@ -25,7 +26,6 @@ import re
 import secrets
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -59,7 +59,7 @@ def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> 
 
 
 def wait_for(url: str, timeout: float = 120) -> None:
-    from include.continuous_training.services import http_ok
+    from devtools.services import http_ok
 
     deadline = time.monotonic() + timeout
     while not http_ok(url):
@@ -83,12 +83,13 @@ def main(argv: list[str] | None = None) -> list[Row]:
         emit(rows, args.json)
         return rows
 
+    from devtools.datasets import BatchSpec, generate_batch, to_bytes
+    from devtools.processes import spawn_group, stop_groups
+    from devtools.services import LocalServices, free_port, start_endpoint, subprocess_env, venv_bin
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
     from include.continuous_training.features import FeatureSpec
     from include.continuous_training.ingestion import find_new_objects, ingest_object
     from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
-    from include.continuous_training.services import LocalServices, free_port
     from include.continuous_training.storage import s3_client
     from include.continuous_training.training import assemble_training_data, train_challenger
 
@@ -133,56 +134,34 @@ def main(argv: list[str] | None = None) -> list[Row]:
             "mlflow models serve": (mlflow_body([record]), mlflow_body(records)),
         }
 
-        env = {
-            **os.environ,
-            "CT_MODEL_NAME": settings.model_name,
-            "CT_SERVING_ADMIN_TOKEN": secrets.token_urlsafe(8),
-            "CT_SERVING_STATE_DIR": str(Path(tmp) / "serving"),
-            "PYTHONPATH": str(Path.cwd()),
-            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""),
-        }
         results: dict[str, dict[str, float]] = {}
         batches: dict[str, dict[str, float]] = {}
-        ours_port, theirs_port = free_port(), free_port()
-        servers = {
-            "ours": (
-                [
-                    sys.executable,
-                    "-m",
-                    "include.continuous_training.serving",
-                    "--port",
-                    str(ours_port),
-                    "--workers",
-                    str(args.workers),
-                ],
-                f"http://127.0.0.1:{ours_port}",
-                "/ready",
-            ),
-            "mlflow models serve": (
-                [
-                    str(Path(sys.executable).parent / "mlflow"),
-                    "models",
-                    "serve",
-                    "-m",
-                    f"models:/{settings.model_name}/1",
-                    "--env-manager",
-                    "local",
-                    "-h",
-                    "127.0.0.1",
-                    "-p",
-                    str(theirs_port),
-                    "-w",
-                    str(args.workers),
-                ],
-                f"http://127.0.0.1:{theirs_port}",
-                "/ping",
-            ),
-        }
-        for name, (argv, url, ready) in servers.items():
+        theirs_port = free_port()
+        mlflow_serve = [
+            venv_bin("mlflow"),
+            "models",
+            "serve",
+            "-m",
+            f"models:/{settings.model_name}/1",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(theirs_port),
+            "-w",
+            str(args.workers),
+        ]
+        for name in ("ours", "mlflow models serve"):
             single, batch = bodies[name]
-            process = subprocess.Popen(
-                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
-            )
+            if name == "ours":
+                own = {"CT_MODEL_NAME": settings.model_name, "CT_SERVING_ADMIN_TOKEN": secrets.token_urlsafe(8)}
+                endpoint = start_endpoint(own, Path(tmp) / "serving", workers=args.workers)
+                pid, url, ready = endpoint.pid, endpoint.url, "/ready"
+            else:
+                log = Path(tmp) / "mlflow-models-serve.log"
+                pid = spawn_group(mlflow_serve, subprocess_env(), cwd=Path(tmp), log_path=log).pid
+                url, ready = f"http://127.0.0.1:{theirs_port}", "/ping"
             try:
                 wait_for(url + ready)
                 path = "/predict" if name == "ours" else "/invocations"
@@ -190,8 +169,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 results[name] = wrk(url + path, single, args.seconds, args.connections, Path(tmp))
                 batches[name] = wrk(url + path, batch, args.seconds, args.connections, Path(tmp))
             finally:
-                os.killpg(process.pid, 15)
-                process.wait(timeout=30)
+                stop_groups([pid], grace=30)
 
     ours, base = results["ours"], results["mlflow models serve"]
     setup = f"{args.workers} workers each, wrk 1 thread x {args.connections} connections, {args.seconds} s"

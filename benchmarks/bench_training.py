@@ -48,12 +48,12 @@ def measure(n_rows: int, repeats: int, target: float) -> list[Row]:
 
     import xgboost as xgb
 
+    from devtools.datasets import BatchSpec, generate_batch, to_bytes
+    from devtools.services import LocalServices
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
     from include.continuous_training.devices import select_device
     from include.continuous_training.features import FeatureSpec
     from include.continuous_training.ingestion import find_new_objects, ingest_object
-    from include.continuous_training.services import LocalServices
     from include.continuous_training.storage import read_parquet_uri, s3_client
     from include.continuous_training.training import (
         assemble_training_data,

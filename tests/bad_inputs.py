@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+from devtools.datasets import BatchSpec, generate_batch, to_bytes
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """moto_server + MLflow server on loopback; the environment points every client at them."""
+    from devtools.services import LocalServices
     from include.continuous_training.config import load_settings
-    from include.continuous_training.services import LocalServices
 
     stack = LocalServices(state_dir=tmp_path_factory.mktemp("services"), settings=load_settings())
     stack.start()

@@ -178,5 +178,5 @@ def test_parse_time_hygiene(dag_file, tmp_path):
         f"(ratio {ours['seconds'] / baseline['seconds']:.2f})"
     )
     assert ours["heavy"] == [], f"{dag_file.name} imports heavy libraries at parse time: {ours['heavy']}"
-    # Generous: the heavy libraries each cost more than a whole trivial parse (FACTS.md).
+    # Generous: the heavy libraries each cost more than a whole trivial parse.
     assert ours["seconds"] < 3 * baseline["seconds"] + 1.0

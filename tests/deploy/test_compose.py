@@ -279,3 +279,36 @@ def test_the_image_bakes_the_package_onto_pythonpath():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".venv", ".git", ".env"} <= set(ignored)
     assert Path(ROOT / "airflow_settings.yaml").exists()
+
+
+# What production runs: the DAGs, the library, the plugins and the settings file (plus the pins to install).
+SHIPPED = {"requirements.txt", "constraints.txt", "dags", "include", "plugins", "airflow_settings.yaml"}
+LOCAL_ONLY = {"devtools", "tests", "benchmarks", "tools", "bench"}
+
+
+def copied_sources(dockerfile: str) -> set[str]:
+    """Every source of every COPY / ADD instruction (``--flags`` and the destination dropped)."""
+    sources: set[str] = set()
+    for line in dockerfile.replace("\\\n", " ").splitlines():
+        words = line.split()
+        if words and words[0].upper() in {"COPY", "ADD"}:
+            sources |= {word.rstrip("/").removeprefix("./") for word in words[1:-1] if not word.startswith("--")}
+    return sources
+
+
+def test_the_image_and_the_containers_get_only_what_production_runs(services):
+    sources = copied_sources((ROOT / "Dockerfile").read_text())
+    assert sources == SHIPPED, f"the image copies {sorted(sources - SHIPPED)} beyond what production runs"
+    assert not sources & LOCAL_ONLY
+    ignored = set((ROOT / ".dockerignore").read_text().split())
+    assert ignored >= LOCAL_ONLY, "keep the local stack, tests and benchmarks out of the build context"
+    for name, svc in services.items():
+        for volume in svc.get("volumes", []):
+            source = str(volume).split(":")[0].removeprefix("./").rstrip("/")
+            assert source not in LOCAL_ONLY, f"{name} mounts {volume}"
+
+
+def test_the_copy_check_would_catch_the_local_stack():
+    assert "devtools" in copied_sources("FROM x\nCOPY --chown=airflow:0 devtools /opt/airflow/devtools\n")
+    assert copied_sources("COPY a b \\\n  c /dest/\n") == {"a", "b", "c"}
+    assert copied_sources("COPY ./ /opt/airflow/\n") == {"."}  # the whole context, devtools included

@@ -36,7 +36,7 @@ def demo(tmp_path_factory):
     log = home.parent / "demo.out"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "include.continuous_training.demo", "--home", str(home)],
+            [sys.executable, "-m", "devtools.demo", "--home", str(home)],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -142,7 +142,7 @@ def test_s3_holds_the_quarantine_and_the_reports(demo):
 
 
 def test_airflow_shows_the_runs_with_the_printed_login(demo):
-    from include.continuous_training.demo import AirflowAPI
+    from devtools.airflow_api import AirflowAPI
 
     summary = demo["summary"]
     username, password = summary["urls"]["airflow_login"].split(" / ")

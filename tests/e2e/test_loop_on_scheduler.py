@@ -8,7 +8,6 @@ the new champion is deployed, promoted, and served by the endpoint.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import tracking_client
 from tests.integration.conftest import land_and_curate
 
@@ -53,7 +52,8 @@ def wait_for(predicate, timeout: float, what: str, standalone_log: Path):
 
 @pytest.fixture
 def scheduler(services, airflow_db, empty_bucket, tmp_path):
-    from include.continuous_training.services import free_port, http_ok
+    from devtools.processes import spawn_group, stop_groups
+    from devtools.services import free_port, http_ok
 
     log = tmp_path / "standalone.log"
     port = free_port()
@@ -65,10 +65,7 @@ def scheduler(services, airflow_db, empty_bucket, tmp_path):
         "AIRFLOW__API__PORT": str(port),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [AIRFLOW, "standalone"], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    process = spawn_group([AIRFLOW, "standalone"], env, cwd=tmp_path, log_path=log)
     try:
         wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/api/v2/monitor/health"), 240, "api-server", log)
         airflow_cli("pools", "set", "gpu", "1", "GPU training slots")
@@ -77,11 +74,7 @@ def scheduler(services, airflow_db, empty_bucket, tmp_path):
             airflow_cli("dags", "unpause", dag_id)
         yield log
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_groups([process.pid], grace=60)
 
 
 TERMINAL = ("success", "failed")
@@ -98,7 +91,7 @@ def state_of(dag_id: str, run_id: str) -> str | None:
 
 def test_drifted_traffic_retrains_and_the_endpoint_serves_the_new_champion(scheduler, settings, s3, services):
     from tests.integration.conftest import Endpoint
-    from tests.integration.test_monitor_drift import _decision, send_traffic
+    from tests.integration.test_monitor_drift import latest_drift_decision, send_traffic
 
     dags = ("train_and_deploy", "monitor_drift")
     client = tracking_client(settings)
@@ -115,8 +108,7 @@ def test_drifted_traffic_retrains_and_the_endpoint_serves_the_new_champion(sched
     )
     assert state_of("train_and_deploy", "e2e-first") == "success"
     first_champion = client.get_model_version_by_alias(settings.model_name, "champion").version
-    endpoint = Endpoint.__new__(Endpoint)  # the session's endpoint, started by the services launcher
-    endpoint.url = services.processes["serving"].url
+    endpoint = Endpoint(services.processes["serving"])  # the session's endpoint, started by the services launcher
     assert endpoint.served_version() == first_champion
 
     land_and_curate(
@@ -126,7 +118,7 @@ def test_drifted_traffic_retrains_and_the_endpoint_serves_the_new_champion(sched
     airflow_cli("dags", "trigger", "monitor_drift", "--run-id", "e2e-drift")
     wait_for(lambda: state_of("monitor_drift", "e2e-drift") in TERMINAL, 600, "monitor_drift", scheduler)
     triggered = [run_id for run_id, _, conf in runs_of("train_and_deploy") if conf.get("report_uri")]
-    assert len(triggered) == 1, f"monitor_drift decided: {_decision(s3, settings)}"
+    assert len(triggered) == 1, f"monitor_drift decided: {latest_drift_decision(s3, settings)}"
     wait_for(lambda: state_of("train_and_deploy", triggered[0]) in TERMINAL, 900, "retraining", scheduler)
     assert state_of("train_and_deploy", triggered[0]) == "success"
 

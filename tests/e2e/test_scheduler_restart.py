@@ -7,13 +7,13 @@ import os
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+from devtools.datasets import BatchSpec, generate_batch, to_bytes
 
 pytestmark = pytest.mark.timeout(1200)
 
 
 def test_airflow_killed_mid_ingest_then_restarted_finishes_the_run_once(tmp_path, monkeypatch):
-    from include.continuous_training.demo import Demo
+    from devtools.stack import LocalStack
     from include.continuous_training.ingestion import read_manifest
     from include.continuous_training.storage import list_objects
 
@@ -23,38 +23,37 @@ def test_airflow_killed_mid_ingest_then_restarted_finishes_the_run_once(tmp_path
     # tests/conftest.py makes sensors give up after 4 s for dag.test(); a real scheduler waits.
     monkeypatch.setenv("CT_SENSOR_TIMEOUT_SECONDS", "3300")
     monkeypatch.setenv("CT_SENSOR_POKE_SECONDS", "2")
-    saved = dict(os.environ)  # Demo points this process at its own services
-    demo = Demo(home=tmp_path / "demo", log=print)
+    saved = dict(os.environ)  # the stack points this process at its own services
+    stack = LocalStack(home=tmp_path / "stack", log=print)
     try:
-        demo.start()
-        demo._settle_unpause_ticks()
-        api = demo.api
+        stack.start()
+        stack.settle_unpause_ticks()
+        api = stack.api
         assert api is not None
-        run_id = demo._listening_ingest_run()
-        key = demo.settings.landing_prefix + "restart/batch.parquet"
+        run_id = stack.wait_for_listening_ingest_run()
+        key = stack.settings.landing_prefix + "restart/batch.parquet"
         body = to_bytes(generate_batch(BatchSpec(rows=300_000, seed=131)), "parquet")
-        demo.s3.put_object(Bucket=demo.settings.s3_bucket, Key=key, Body=body)
-        demo._wait(
+        stack.s3.put_object(Bucket=stack.settings.s3_bucket, Key=key, Body=body)
+        stack.wait_until(
             lambda: api.task_states("ingest_new_data", run_id).get(("ingest_batch", 0)) == "running",
             180,
             "ingest_batch to start",
             every=0.2,
         )
-        demo.crash_airflow()
-        demo.start_airflow()
-        run = demo._wait_run("ingest_new_data", run_id, timeout=600)
+        stack.crash_airflow()
+        stack.start_airflow()
+        run = stack.wait_for_run("ingest_new_data", run_id, timeout=600)
 
         assert run["state"] == "success", api.task_states("ingest_new_data", run_id)
-        entries = [e for e in read_manifest(demo.s3, demo.settings) if e.source.key == key]
+        entries = [e for e in read_manifest(stack.s3, stack.settings) if e.source.key == key]
         assert [e.status for e in entries] == ["ingested"]
         assert entries[0].good_rows == 300_000
-        curated = list(list_objects(demo.s3, demo.settings.s3_bucket, demo.settings.curated_prefix))
+        curated = list(list_objects(stack.s3, stack.settings.s3_bucket, stack.settings.curated_prefix))
         assert len(curated) == 1
-        tis = api._send("GET", f"/api/v2/dags/ingest_new_data/dagRuns/{run_id}/taskInstances")["task_instances"]
-        [batch_ti] = [ti for ti in tis if ti["task_id"] == "ingest_batch"]
+        [batch_ti] = [ti for ti in api.task_instances("ingest_new_data", run_id) if ti["task_id"] == "ingest_batch"]
         assert batch_ti["try_number"] >= 2  # the killed try, then the retry that finished
-        assert demo.s3.get_object(Bucket=demo.settings.s3_bucket, Key=key)["Body"].read() == body
+        assert stack.s3.get_object(Bucket=stack.settings.s3_bucket, Key=key)["Body"].read() == body
     finally:
-        demo.stop()
+        stack.stop()
         os.environ.clear()
         os.environ.update(saved)

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
-import subprocess
-import sys
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devtools.services import ServiceProcess
 
 
 @dataclass
@@ -65,7 +63,7 @@ def asset_events(asset_name: str) -> list[dict[str, Any]]:
 
 def land_and_curate(s3: Any, settings: Any, batches: dict[str, Any]) -> None:
     """Drop batches in landing/ and take them in with the ingest library (what ingest_new_data does)."""
-    from include.continuous_training.datasets import to_bytes
+    from devtools.datasets import to_bytes
     from include.continuous_training.ingestion import find_new_objects, ingest_object
 
     for name, frame in batches.items():
@@ -109,38 +107,22 @@ class Webhook:
 
 
 class Endpoint:
-    """The real serving endpoint in its own process group, for one test's model name."""
+    """A client of a real serving endpoint, and the endpoint itself when :meth:`start` started it."""
 
-    def __init__(self, state_dir: Path, env: dict[str, str], workers: int = 2) -> None:
+    def __init__(self, service: ServiceProcess, token: str | None = None) -> None:
+        self.service = service
+        self.pid = service.pid
+        self.port = service.port
+        self.url = service.url
+        self.token = token
 
-        from include.continuous_training.services import free_port, http_ok
+    @classmethod
+    def start(cls, state_dir: Path, env: dict[str, str], workers: int = 2) -> Endpoint:
+        """The endpoint in its own process group, for one test's model name (``CT_MODEL_NAME`` in ``env``)."""
+        from devtools.services import start_endpoint
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = env["CT_SERVING_ADMIN_TOKEN"]
-        full_env = {**os.environ, **env, "CT_SERVING_URL": self.url, "CT_SERVING_STATE_DIR": str(state_dir)}
-        self.log_path = state_dir.parent / f"endpoint-{self.port}.log"
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "include.continuous_training.serving",
-                    "--port",
-                    str(self.port),
-                    "--workers",
-                    str(workers),
-                ],
-                env=full_env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while not http_ok(self.url + "/health"):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"endpoint did not start: {self.log_path.read_text()[-2000:]}")
-            time.sleep(0.2)
+        service = start_endpoint(env, state_dir, workers=workers, startup_timeout=60)
+        return cls(service, env["CT_SERVING_ADMIN_TOKEN"])
 
     def get(self, path: str) -> tuple[int, Any]:
         from include.continuous_training.deployment import http_json
@@ -172,13 +154,16 @@ class Endpoint:
             return str(response.read().decode())
 
     def stop(self) -> None:
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGTERM, then SIGKILL after 15 s; nothing of the endpoint is left running."""
+        from devtools.processes import stop_groups
+
+        stop_groups([self.pid], grace=15)
+
+    def kill(self) -> None:
+        """SIGKILL the endpoint and its workers at once: a crash, not a shutdown."""
+        from devtools.processes import kill_group
+
+        kill_group(self.pid)
 
 
 def keys_under(s3: Any, bucket: str, prefix: str) -> list[str]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch, to_bytes
+from devtools.datasets import BatchSpec, generate_batch, to_bytes
 from tests.integration.conftest import keys_under, land_and_curate
 
 ROOT = Path(__file__).resolve().parents[2]

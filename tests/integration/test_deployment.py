@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.deployment import DeploymentError, LocalEndpoint, rollback_to_champion
 from include.continuous_training.registry import register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
@@ -53,7 +53,7 @@ def stack(monkeypatch, tmp_path, empty_bucket, airflow_db):
         "CT_SMOKE_REQUESTS": "50",
         "CT_INFERENCE_FLUSH_SECONDS": "1",
     }
-    endpoint = Endpoint(tmp_path / "serving", env)
+    endpoint = Endpoint.start(tmp_path / "serving", env)
     hook = Webhook()
     for key, value in {**env, "CT_SERVING_URL": endpoint.url, "CT_ALERT_WEBHOOK_URL": hook.url}.items():
         monkeypatch.setenv(key, value)

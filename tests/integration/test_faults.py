@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
 from tests.conftest import ROOT
@@ -115,7 +115,7 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
     state_dir = tmp_path / "serving"
 
     def started() -> Endpoint:
-        endpoint = Endpoint(state_dir, env)
+        endpoint = Endpoint.start(state_dir, env)
         deadline = time.monotonic() + 60
         while endpoint.served_version() is None and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -126,11 +126,9 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
         assert first.served_version() == v1
         LocalEndpoint(first.url, env["CT_SERVING_ADMIN_TOKEN"]).deploy(v2)
         assert first.served_version() == v2  # deployed, but the run dies before smoke test and promotion
-        os.killpg(first.process.pid, signal.SIGKILL)
-        first.process.wait(timeout=30)
+        first.kill()
     finally:
-        if first.process.poll() is None:  # a failure above must not leave the endpoint running
-            first.stop()
+        first.stop()  # a failure above must not leave the endpoint running (a killed one: nothing to do)
 
     second = started()
     try:
@@ -142,9 +140,9 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
 
 def test_mlflow_down_during_registration_then_retried_registers_once(tmp_path, monkeypatch):
     """A stack of its own (its MLflow server is killed and restarted on the same port and store)."""
+    from devtools.services import LocalServices
     from include.continuous_training.config import load_settings
     from include.continuous_training.registry import CHALLENGER, load_model, promote_champion
-    from include.continuous_training.services import LocalServices
     from include.continuous_training.storage import s3_client
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail now; the Airflow task retry retries
@@ -195,8 +193,8 @@ def test_s3_cut_at_every_request_of_an_ingest_then_retried_curates_exactly_once(
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
+    from devtools.datasets import to_bytes
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import to_bytes
     from include.continuous_training.ingestion import find_new_objects, ingest_object, read_manifest
     from include.continuous_training.storage import list_objects, read_parquet_object, s3_client
     from tests.integration.conftest import CuttableProxy

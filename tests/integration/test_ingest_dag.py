@@ -7,7 +7,7 @@ import io
 import pandas as pd
 import pytest
 
-from include.continuous_training.datasets import to_bytes
+from devtools.datasets import to_bytes
 from include.continuous_training.ingestion import batch_id_for, read_manifest
 from include.continuous_training.storage import list_objects
 from tests.bad_inputs import BAD_INPUTS, good_frame

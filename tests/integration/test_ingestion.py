@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from include.continuous_training.datasets import to_bytes
+from devtools.datasets import to_bytes
 from include.continuous_training.ingestion import (
     AlreadyClaimed,
     BatchQuarantined,

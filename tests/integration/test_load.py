@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
+from devtools.traffic import TrafficReport, generated_records, send
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
-from include.continuous_training.traffic import TrafficReport, generated_records, send
 from include.continuous_training.training import assemble_training_data, train_challenger
 from tests.integration.conftest import Endpoint, land_and_curate
 
@@ -72,7 +72,7 @@ def two_versions(services, empty_bucket, tmp_path):
         "CT_SERVING_ADMIN_TOKEN": secrets.token_urlsafe(16),
         "CT_INFERENCE_FLUSH_SECONDS": "1",
     }
-    endpoint = Endpoint(tmp_path / "serving", env)
+    endpoint = Endpoint.start(tmp_path / "serving", env)
     deadline = time.monotonic() + 60
     while endpoint.served_version() != versions[0] and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -91,7 +91,7 @@ def test_sustained_load_with_two_swaps_loses_nothing(two_versions):
     started = time.monotonic()
     for second in range(SECONDS):
         if second == 10:  # after warm-up: imports done, buffers and caches at their working size
-            rss_before = {pid: _rss_mib(pid) for pid in _workers(endpoint.process.pid)}
+            rss_before = {pid: _rss_mib(pid) for pid in _workers(endpoint.pid)}
         if second in swaps:
             status, payload = endpoint.post("/admin/reload", {"version": swaps[second]}, token=endpoint.token)
             assert status == 200, payload
@@ -102,7 +102,7 @@ def test_sustained_load_with_two_swaps_loses_nothing(two_versions):
         total.prediction_ids += tick.prediction_ids
         time.sleep(max(0.0, started + second + 1 - time.monotonic()))  # paced: RATE requests per second
     elapsed = time.monotonic() - started
-    rss_after = {pid: _rss_mib(pid) for pid in _workers(endpoint.process.pid)}
+    rss_after = {pid: _rss_mib(pid) for pid in _workers(endpoint.pid)}
 
     assert total.requests == SECONDS * RATE
     assert total.failed == 0, dict(total.statuses)

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 import pandas as pd
 import pytest
 
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.config import load_settings
-from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
 from tests.integration.conftest import Endpoint, land_and_curate, run_dag
@@ -44,7 +44,7 @@ def drift_stack(monkeypatch, tmp_path, empty_bucket, airflow_db, s3):
     model = train_challenger(s3, settings, assemble_training_data(s3, settings), dag_run_id=f"drift-{suffix}")
     client = tracking_client(settings)
     promote_champion(client, settings, register_challenger(client, settings, model["run_id"], model["model_id"], {}))
-    endpoint = Endpoint(tmp_path / "serving", env, workers=1)
+    endpoint = Endpoint.start(tmp_path / "serving", env, workers=1)
     deadline = time.monotonic() + 60
     while endpoint.served_version() != "1" and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -117,7 +117,8 @@ def finish_training_runs() -> None:
                 run.state = DagRunState.SUCCESS
 
 
-def _decision(s3, settings) -> dict:
+def latest_drift_decision(s3, settings) -> dict:
+    """The decision record the latest monitor_drift run wrote (``reports/drift/<window>/decision.json``)."""
     import json
 
     keys = sorted(
@@ -139,7 +140,7 @@ def test_traffic_like_the_reference_does_not_trigger(drift_stack, s3):
     assert outcome.state == "success"
     assert outcome.states_of("record_no_drift") == {-1: "success"}
     assert outcome.states_of("trigger_retraining") == {-1: "skipped"}
-    assert _decision(s3, settings)["action"] == "no_drift"
+    assert latest_drift_decision(s3, settings)["action"] == "no_drift"
     assert len(triggered_runs()) == before
 
 
@@ -152,7 +153,7 @@ def test_shifted_traffic_triggers_once_then_the_cooldown_holds(drift_stack, s3):
     first = run_dag(dagbag, DAG_ID)
 
     assert first.states_of("trigger_retraining") == {-1: "success"}
-    decision = _decision(s3, settings)
+    decision = latest_drift_decision(s3, settings)
     assert decision["action"] == "retrain"
     assert "amount" in decision["current"]["drifted_features"]
     [conf] = triggered_runs()[before:]
@@ -166,12 +167,12 @@ def test_shifted_traffic_triggers_once_then_the_cooldown_holds(drift_stack, s3):
 
     second = run_dag(dagbag, DAG_ID)  # the triggered training has not run yet: one at a time
     assert second.states_of("record_no_drift") == {-1: "success"}
-    assert "a train_and_deploy run is active" in " ".join(_decision(s3, settings)["reasons"])
+    assert "a train_and_deploy run is active" in " ".join(latest_drift_decision(s3, settings)["reasons"])
 
     finish_training_runs()
     third = run_dag(dagbag, DAG_ID)  # the same drifted traffic again, but inside the cooldown
     assert third.states_of("record_no_drift") == {-1: "success"}
-    assert "cooldown" in " ".join(_decision(s3, settings)["reasons"])
+    assert "cooldown" in " ".join(latest_drift_decision(s3, settings)["reasons"])
     assert len(triggered_runs()) == before + 1
 
 
@@ -183,7 +184,7 @@ def test_too_few_rows_records_not_enough_data(drift_stack, s3):
 
     assert outcome.state == "success"
     assert outcome.states_of("record_no_drift") == {-1: "success"}
-    decision = _decision(s3, settings)
+    decision = latest_drift_decision(s3, settings)
     assert decision["action"] == "skip"
     assert "not enough data: 50 logged rows in the window, 300 needed" in decision["reasons"][0]
 
@@ -202,7 +203,7 @@ def test_labels_showing_a_performance_drop_trigger_retraining(drift_stack, s3):
     outcome = run_dag(dagbag, DAG_ID)
 
     assert outcome.states_of("trigger_retraining") == {-1: "success"}
-    decision = _decision(s3, settings)
+    decision = latest_drift_decision(s3, settings)
     assert any("realized ROC AUC" in reason for reason in decision["reasons"])
     assert (
         decision["current"]["drifted_features"] == []

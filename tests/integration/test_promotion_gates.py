@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.evaluation import decide_promotion, evaluate_challenger
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.storage import put_bytes, put_json

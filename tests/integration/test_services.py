@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from include.continuous_training.services import LocalServices, http_ok
+from devtools.services import LocalServices, http_ok
 from tests.integration.conftest import keys_under
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,7 +31,7 @@ def _group_members(pgid: int) -> list[int]:
 def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
     state = tmp_path / "stack"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "include.continuous_training.services"]
+    cli = [sys.executable, "-m", "devtools.services"]
 
     up = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True)
     assert up.returncode == 0, up.stdout + up.stderr

@@ -13,10 +13,10 @@ import uuid
 import pandas as pd
 import pytest
 
+from devtools.datasets import BatchSpec, generate_batch
+from devtools.services import free_port
 from include.continuous_training.config import load_settings
-from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
-from include.continuous_training.services import free_port
 from include.continuous_training.training import assemble_training_data, train_challenger
 from tests.integration.conftest import Endpoint, land_and_curate
 
@@ -41,7 +41,7 @@ def champion(services, tmp_path_factory):
 
 def _endpoint(champion, tmp_path, **overrides) -> Endpoint:
     env = {"CT_MODEL_NAME": champion.model_name, "CT_SERVING_ADMIN_TOKEN": secrets.token_urlsafe(16), **overrides}
-    endpoint = Endpoint(tmp_path / "serving", env)
+    endpoint = Endpoint.start(tmp_path / "serving", env)
     deadline = time.monotonic() + 60
     while endpoint.served_version() is None and time.monotonic() < deadline:
         time.sleep(0.2)

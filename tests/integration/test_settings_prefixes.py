@@ -6,7 +6,7 @@ import dataclasses
 import io
 from datetime import UTC, datetime
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from tests.integration.conftest import keys_under, land_and_curate
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch
+from devtools.datasets import BatchSpec, generate_batch
 from tests.integration.conftest import Webhook, land_and_curate, run_dag
 
 DAG_ID = "train_and_deploy"

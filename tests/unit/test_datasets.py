@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from include.continuous_training.datasets import BatchSpec, generate_batch, main, to_bytes
+from devtools.datasets import BatchSpec, generate_batch, main, to_bytes
 
 
 def test_same_spec_gives_the_same_rows_and_other_seeds_differ():

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.config import load_settings
-from include.continuous_training.datasets import BatchSpec, generate_batch
 from include.continuous_training.devices import cuda_device_count, select_device
 from include.continuous_training.features import FeatureSpec
 from include.continuous_training.training import fit_booster, run_reason, training_params

@@ -1,13 +1,15 @@
 """Real local services on loopback: an S3-compatible server and an MLflow tracking server.
 
-The same launcher serves developers (``python -m include.continuous_training.services up``), the
-pytest fixtures and the demo, so tests talk to real servers over real sockets.
+The same launcher serves developers (``python -m devtools.services up``), the pytest fixtures, the
+benchmarks and the demo, so tests talk to real servers over real sockets.
 
 - ``moto_server`` on a free 127.0.0.1 port, with the project bucket created.
 - ``mlflow server`` on a free 127.0.0.1 port: SQLite backend store in the state directory, artifacts
   proxied into ``s3://<bucket>/mlflow`` on the S3 server (never on local disk).
 - the serving endpoint (``python -m include.continuous_training.serving``) on a free 127.0.0.1 port,
   with a random admin token generated for this stack (in ``env.sh`` and ``state.json``, mode 0600).
+  :func:`start_endpoint` is the one place an endpoint process is started: this stack's, and the
+  ones tests and benchmarks start for a model of their own.
 
 ``up`` writes ``<state-dir>/state.json`` (pids, ports) and ``<state-dir>/env.sh`` (the environment
 that points this project, MLflow clients and Airflow's ``aws_ct`` connection at the services).
@@ -23,26 +25,25 @@ import json
 import os
 import secrets
 import shlex
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from devtools.processes import kill_group, spawn_group, stop_groups
 from include.continuous_training.config import Settings, load_settings
 
 LOOPBACK = "127.0.0.1"
 PLACEHOLDER_KEY = "test"  # moto accepts any credentials; these are not secrets
 REGION = "us-east-1"
 DEFAULT_STATE_DIR = Path(".services")
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_STARTUP_TIMEOUT = 90.0
 
 
 class ServiceError(RuntimeError):
@@ -65,14 +66,25 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _bin(name: str) -> str:
+def venv_bin(name: str) -> str:
     """A console script from the interpreter's own environment (the venv), falling back to PATH."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
 
 
+def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment plus ``extra``, with the venv's scripts first on PATH and the
+    project root on PYTHONPATH: what every process the local stack starts runs with."""
+    env = {**os.environ, **(extra or {})}
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 @dataclass
 class ServiceProcess:
+    """One started server: the leader of its process group, where it listens and where it logs."""
+
     name: str
     pid: int
     port: int
@@ -81,13 +93,93 @@ class ServiceProcess:
     log_path: str
 
 
+def _spawn(
+    name: str,
+    argv: list[str],
+    port: int,
+    health_path: str,
+    env: Mapping[str, str],
+    log_path: Path,
+    startup_timeout: float,
+) -> ServiceProcess:
+    """Start one server in its own process group (so stopping it stops its workers too); wait for health."""
+    process = spawn_group(argv, env, cwd=log_path.parent, log_path=log_path)
+    url = f"http://{LOOPBACK}:{port}"
+    proc = ServiceProcess(name, process.pid, port, url, url + health_path, str(log_path))
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-2000:]
+            raise ServiceError(f"{name} exited with {process.returncode} during start-up; log tail:\n{tail}")
+        if http_ok(proc.health_url):
+            return proc
+        time.sleep(0.25)
+    kill_group(process.pid)
+    raise ServiceError(f"{name} did not become healthy on {proc.health_url} in {startup_timeout:.0f}s")
+
+
+def _on_port(spawn: Callable[[int], ServiceProcess], port: int | None) -> ServiceProcess:
+    """Spawn on ``port``, or on a free one; then pick another if something took it before the server bound it."""
+    if port is not None:
+        return spawn(port)
+    for attempt in range(3):
+        try:
+            return spawn(free_port())
+        except ServiceError as error:
+            if "in use" not in str(error) or attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def start_endpoint(
+    env: Mapping[str, str],
+    state_dir: Path,
+    *,
+    workers: int = 2,
+    port: int | None = None,
+    log_path: Path | None = None,
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+) -> ServiceProcess:
+    """Start the serving endpoint (``python -m include.continuous_training.serving``) on loopback.
+
+    Args:
+        env: its settings on top of this process's environment: the S3 and MLflow it reads
+            (``CT_S3_ENDPOINT_URL``, ``MLFLOW_TRACKING_URI``…), ``CT_MODEL_NAME``, ``CT_SERVING_ADMIN_TOKEN``.
+        state_dir: its ``CT_SERVING_STATE_DIR`` (desired version, worker heartbeats); the same
+            folder again resumes what the last endpoint there was told to serve.
+        workers: uvicorn worker processes.
+        port: where to listen; a free port when None.
+        log_path: where its output goes (appended); ``<state_dir's parent>/serving.log`` when None.
+        startup_timeout: seconds to wait for ``/health``.
+
+    Returns:
+        The running endpoint, leader of its own process group: stop it with
+        :func:`devtools.processes.stop_groups` (or :meth:`LocalServices.stop` for the stack's own).
+
+    Raises:
+        ServiceError: it exited, or did not answer ``/health`` in time (then it is killed).
+    """
+    state_dir.mkdir(parents=True, exist_ok=True)
+    log = log_path or state_dir.parent / "serving.log"
+
+    def spawn(port: int) -> ServiceProcess:
+        argv = [sys.executable, "-m", "include.continuous_training.serving", "--port", str(port)]
+        own = {"CT_SERVING_URL": f"http://{LOOPBACK}:{port}", "CT_SERVING_STATE_DIR": str(state_dir)}
+        env_for_port = subprocess_env({**env, **own})
+        return _spawn(
+            "serving", [*argv, "--workers", str(workers)], port, "/health", env_for_port, log, startup_timeout
+        )
+
+    return _on_port(spawn, port)
+
+
 @dataclass
 class LocalServices:
     """Start, health-check and stop the loopback services. Usable as a context manager."""
 
     state_dir: Path = DEFAULT_STATE_DIR
     settings: Settings = field(default_factory=load_settings)
-    startup_timeout: float = 90.0
+    startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     with_endpoint: bool = True
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     # A fresh random admin token per stack; never a default, never committed.
@@ -103,6 +195,7 @@ class LocalServices:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalServices:
+        """Start every service (or adopt the ones a previous ``start`` left healthy in this state dir)."""
         self.state_dir = self.state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         if self.state_file.exists():
@@ -132,16 +225,7 @@ class LocalServices:
     def stop(self) -> None:
         """Terminate every started process group; SIGKILL what ignores SIGTERM for 10 s."""
         procs = self.processes or (self.load_state() if self.state_file.exists() else {})
-        for proc in procs.values():
-            _signal_group(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        for proc in procs.values():
-            while _group_alive(proc.pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            if _group_alive(proc.pid):
-                _signal_group(proc.pid, signal.SIGKILL)
-        for proc in procs.values():
-            _reap(proc.pid)
+        stop_groups([proc.pid for proc in procs.values()], grace=10)
         self.processes = {}
         self.state_file.unlink(missing_ok=True)
         self.env_file.unlink(missing_ok=True)
@@ -159,6 +243,7 @@ class LocalServices:
 
     # -- state -------------------------------------------------------------------------------
     def load_state(self) -> dict[str, ServiceProcess]:
+        """The services recorded in ``state.json`` (by ``up``, possibly in another process)."""
         raw = json.loads(self.state_file.read_text())
         self.admin_token = raw.get("token") or self.admin_token
         return {name: ServiceProcess(**value) for name, value in raw["processes"].items()}
@@ -169,6 +254,7 @@ class LocalServices:
         self.state_file.chmod(0o600)  # holds the endpoint's admin token
 
     def status(self) -> dict[str, bool]:
+        """Whether each service answers its health check now."""
         procs = self.processes or (self.load_state() if self.state_file.exists() else {})
         return {name: http_ok(proc.health_url) for name, proc in procs.items()}
 
@@ -199,70 +285,6 @@ class LocalServices:
         return env
 
     # -- individual services -----------------------------------------------------------------
-    def _spawn(self, name: str, argv: list[str], port: int, health_path: str, env: Mapping[str, str]) -> ServiceProcess:
-        log_path = self.state_dir / f"{name}.log"
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                argv,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=dict(env),
-                cwd=self.state_dir,
-                start_new_session=True,  # own process group: `down` kills workers too
-            )
-        url = f"http://{LOOPBACK}:{port}"
-        proc = ServiceProcess(name, process.pid, port, url, url + health_path, str(log_path))
-        deadline = time.monotonic() + self.startup_timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                tail = log_path.read_text(errors="replace")[-2000:]
-                raise ServiceError(f"{name} exited with {process.returncode} during start-up; log tail:\n{tail}")
-            if http_ok(proc.health_url):
-                return proc
-            time.sleep(0.25)
-        _signal_group(process.pid, signal.SIGKILL)
-        raise ServiceError(f"{name} did not become healthy on {proc.health_url} in {self.startup_timeout:.0f}s")
-
-    def _base_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        venv_bin = str(Path(sys.executable).parent)
-        env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
-        return env
-
-    def _spawn_on_free_port(
-        self, name: str, argv_for: Callable[[int], list[str]], health_path: str, env: Mapping[str, str]
-    ) -> ServiceProcess:
-        """Spawn on a free port; pick another if something took the port before the server bound it."""
-        for attempt in range(3):
-            port = free_port()
-            try:
-                return self._spawn(name, argv_for(port), port, health_path, env)
-            except ServiceError as error:
-                if "in use" not in str(error) or attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _start_s3(self) -> ServiceProcess:
-        def argv(port: int) -> list[str]:
-            return [_bin("moto_server"), "-H", LOOPBACK, "-p", str(port)]
-
-        return self._spawn_on_free_port("s3", argv, "/moto-api/", self._base_env())
-
-    def _create_bucket(self, s3_url: str) -> None:
-        import boto3
-
-        client = boto3.client(
-            "s3",
-            endpoint_url=s3_url,
-            aws_access_key_id=PLACEHOLDER_KEY,
-            aws_secret_access_key=PLACEHOLDER_KEY,
-            region_name=REGION,
-        )
-        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
-        if self.settings.s3_bucket not in existing:
-            client.create_bucket(Bucket=self.settings.s3_bucket)
-
     def restart(self, name: str) -> ServiceProcess:
         """Stop one service and start it again on the same port with the same state (fault tests).
 
@@ -283,29 +305,48 @@ class LocalServices:
 
     def stop_service(self, name: str) -> None:
         """SIGKILL one service's process group (a crash, not a shutdown); keep its entry for restart."""
-        proc = self.processes[name]
-        _signal_group(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while _group_alive(proc.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        _reap(proc.pid)
+        kill_group(self.processes[name].pid)
+
+    def _start_s3(self) -> ServiceProcess:
+        def spawn(port: int) -> ServiceProcess:
+            argv = [venv_bin("moto_server"), "-H", LOOPBACK, "-p", str(port)]
+            return _spawn(
+                "s3", argv, port, "/moto-api/", subprocess_env(), self.state_dir / "s3.log", self.startup_timeout
+            )
+
+        return _on_port(spawn, None)
+
+    def _create_bucket(self, s3_url: str) -> None:
+        import boto3
+
+        client = boto3.client(
+            "s3",
+            endpoint_url=s3_url,
+            aws_access_key_id=PLACEHOLDER_KEY,
+            aws_secret_access_key=PLACEHOLDER_KEY,
+            region_name=REGION,
+        )
+        existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+        if self.settings.s3_bucket not in existing:
+            client.create_bucket(Bucket=self.settings.s3_bucket)
 
     def _start_mlflow(self, s3_url: str, port: int | None = None) -> ServiceProcess:
-        env = self._base_env()
-        env.update(
-            MLFLOW_S3_ENDPOINT_URL=s3_url,
-            AWS_ACCESS_KEY_ID=PLACEHOLDER_KEY,
-            AWS_SECRET_ACCESS_KEY=PLACEHOLDER_KEY,
-            AWS_DEFAULT_REGION=REGION,
-            # The job runner (GenAI evaluation jobs) adds seven worker processes we never use.
-            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+        env = subprocess_env(
+            {
+                "MLFLOW_S3_ENDPOINT_URL": s3_url,
+                "AWS_ACCESS_KEY_ID": PLACEHOLDER_KEY,
+                "AWS_SECRET_ACCESS_KEY": PLACEHOLDER_KEY,
+                "AWS_DEFAULT_REGION": REGION,
+                # The job runner (GenAI evaluation jobs) adds seven worker processes we never use.
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            }
         )
         backend = f"sqlite:///{self.state_dir / 'mlflow.db'}"
         artifacts = f"s3://{self.settings.s3_bucket}/mlflow"
 
-        def argv(port: int) -> list[str]:
-            return [
-                _bin("mlflow"),
+        def spawn(port: int) -> ServiceProcess:
+            argv = [
+                venv_bin("mlflow"),
                 "server",
                 "--host",
                 LOOPBACK,
@@ -318,74 +359,32 @@ class LocalServices:
                 "--artifacts-destination",
                 artifacts,
             ]
+            return _spawn("mlflow", argv, port, "/health", env, self.state_dir / "mlflow.log", self.startup_timeout)
 
-        if port is not None:
-            return self._spawn("mlflow", argv(port), port, "/health", env)
-        return self._spawn_on_free_port("mlflow", argv, "/health", env)
+        return _on_port(spawn, port)
 
     def _start_serving(self, port: int | None = None) -> ServiceProcess:
         """The endpoint, pointed at this stack's S3 and MLflow (serves ``champion`` once there is one)."""
-        env = self._base_env()
-        env.update(self.env())
-        env.update(CT_SERVING_ADMIN_TOKEN=self.admin_token, CT_SERVING_STATE_DIR=str(self.state_dir / "serving"))
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
-        workers = self.settings.serving_workers
-        if port is not None:
-            return self._spawn("serving", _serving_argv(port, workers), port, "/health", env)
-        return self._spawn_on_free_port("serving", lambda p: _serving_argv(p, workers), "/health", env)
+        return start_endpoint(
+            {**self.env(), "CT_SERVING_ADMIN_TOKEN": self.admin_token},
+            self.state_dir / "serving",
+            workers=self.settings.serving_workers,
+            port=port,
+            log_path=self.state_dir / "serving.log",
+            startup_timeout=self.startup_timeout,
+        )
 
 
-def _serving_argv(port: int, workers: int) -> list[str]:
-    return [sys.executable, "-m", "include.continuous_training.serving", "--port", str(port), "--workers", str(workers)]
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _group_alive(pid: int) -> bool:
-    try:
-        os.killpg(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # A zombie leader still "exists" for killpg; treat a reaped-able leader with no members as gone.
-    return not _is_zombie(pid) or _has_members(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-def _has_members(pgid: int) -> bool:
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == pgid:
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
-def _reap(pid: int) -> None:
-    with suppress(ChildProcessError):
-        os.waitpid(pid, os.WNOHANG)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m devtools.services``."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.services", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "down", "status", "env"])
+    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m include.continuous_training.services", description=__doc__.split("\n")[0]
-    )
-    parser.add_argument("command", choices=["up", "down", "status", "env"])
-    parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     services = LocalServices(state_dir=args.state_dir)
     if args.command == "up":
         services.start()

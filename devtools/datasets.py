@@ -1,8 +1,8 @@
-"""Seeded card-transaction batches for development, tests and the demo.
+"""Seeded card-transaction batches for development, tests, benchmarks and the demo.
 
 The pipeline never depends on this dataset: the feature list, label, id and timestamp columns come
-from :mod:`config` and the expectation suite, so a user can bring their own table. This generator only
-gives us realistic data with known knobs:
+from :mod:`include.continuous_training.config` and the expectation suite, so a user can bring their
+own table. This generator only gives us realistic data with known knobs:
 
 - ``covariate_drift`` (0..1): inputs move (bigger amounts, further from home, more online traffic,
   riskier merchants) while the label mechanism stays the same.
@@ -12,8 +12,8 @@ gives us realistic data with known knobs:
 
 CLI (writes one batch into the S3 landing prefix, or to a local file)::
 
-    python -m include.continuous_training.datasets --rows 5000 --seed 7 --format parquet
-    python -m include.continuous_training.datasets --rows 100 --output /tmp/batch.csv
+    python -m devtools.datasets --rows 5000 --seed 7 --format parquet
+    python -m devtools.datasets --rows 100 --output /tmp/batch.csv
 """
 
 from __future__ import annotations
@@ -152,10 +152,9 @@ def to_bytes(frame: pd.DataFrame, file_format: FileFormat) -> bytes:
     return buffer.getvalue()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m include.continuous_training.datasets", description=__doc__.split("\n")[0]
-    )
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m devtools.datasets``."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.datasets", description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -168,7 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["csv", "parquet"], default="csv")
     parser.add_argument("--key", help="object name under the landing prefix (default: derived from seed and time)")
     parser.add_argument("--output", type=Path, help="write to this local file instead of S3")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     start = args.start if args.start.tzinfo else args.start.replace(tzinfo=UTC)
     spec = BatchSpec(args.rows, args.seed, start, args.hours, args.fraud_rate, args.covariate_drift, args.concept_drift)
     data = to_bytes(generate_batch(spec), args.format)

@@ -1,6 +1,6 @@
 """Traffic generator: score generated (or your own) transactions through the endpoint over HTTP.
 
-    python -m include.continuous_training.traffic --url http://127.0.0.1:8000 --rows 2000 \\
+    python -m devtools.traffic --url http://127.0.0.1:8000 --rows 2000 \\
         [--covariate-drift 1.0] [--rows-per-request 1] [--concurrency 4] [--seed 7]
 
 Each worker thread keeps one HTTP/1.1 connection open and posts ``rows-per-request`` records at a
@@ -134,23 +134,28 @@ def generated_records(
     rows: int, seed: int, covariate_drift: float = 0.0, features: Sequence[str] | None = None
 ) -> list[dict[str, Any]]:
     """Feature records of a generated batch (no label, no id): what a client would send."""
+    from devtools.datasets import BatchSpec, generate_batch
     from include.continuous_training.config import load_settings
-    from include.continuous_training.datasets import BatchSpec, generate_batch
 
     columns = list(features or load_settings().feature_columns)
     frame = generate_batch(BatchSpec(rows=rows, seed=seed, covariate_drift=covariate_drift))
     return list(frame[columns].to_dict(orient="records"))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.continuous_training.traffic", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m devtools.traffic``."""
+    parser = argparse.ArgumentParser(prog="python -m devtools.traffic", description=__doc__)
     parser.add_argument("--url", required=True, help="endpoint base URL, e.g. http://127.0.0.1:8000")
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--covariate-drift", type=float, default=0.0)
     parser.add_argument("--rows-per-request", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=4)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     records = generated_records(args.rows, args.seed, args.covariate_drift)
     report = send(args.url.rstrip("/"), records, args.rows_per_request, args.concurrency)
     print(report.summary())
