@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
-from include.continuous_training.records import ChampionScores, Evaluation, TrainingData
+from include.continuous_training.records import ChampionScores, Evaluation, Metrics, TrainingData
 
 if TYPE_CHECKING:
     import numpy as np
@@ -35,8 +35,12 @@ Verdict = Literal["promote", "reject"]
 
 
 # -- metrics ----------------------------------------------------------------------------------------
-def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float]:
-    """ROC AUC, PR AUC, log loss, Brier, accuracy and F1 at ``threshold``."""
+def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) -> Metrics:
+    """ROC AUC, PR AUC, log loss, Brier, accuracy and F1 at ``threshold``.
+
+    ROC AUC and PR AUC are None (not NaN) on one class: the record travels through XCom, which is
+    strict JSON.
+    """
     import numpy as np
     from sklearn import metrics
 
@@ -45,8 +49,8 @@ def classification_metrics(y: np.ndarray, scores: np.ndarray, threshold: float) 
     predicted = (scores >= threshold).astype(int)
     two_classes = len(np.unique(y)) == 2
     return {
-        "roc_auc": float(metrics.roc_auc_score(y, scores)) if two_classes else float("nan"),
-        "pr_auc": float(metrics.average_precision_score(y, scores)) if two_classes else float("nan"),
+        "roc_auc": float(metrics.roc_auc_score(y, scores)) if two_classes else None,
+        "pr_auc": float(metrics.average_precision_score(y, scores)) if two_classes else None,
         "log_loss": float(metrics.log_loss(y, scores, labels=[0, 1])),
         "brier": float(metrics.brier_score_loss(y, scores)),
         "accuracy": float(metrics.accuracy_score(y, predicted)),
@@ -102,7 +106,7 @@ def paired_bootstrap_auc_gain(
 
 def slice_metrics(
     frame: pd.DataFrame, y: np.ndarray, scores: np.ndarray, column: str, threshold: float
-) -> dict[str, dict[str, float]]:
+) -> dict[str, Metrics]:
     import numpy as np
 
     values = frame[column].astype(str).to_numpy()
@@ -163,6 +167,11 @@ def evaluate_challenger(s3: Any, settings: Settings, data: TrainingData, challen
     return report
 
 
+def _defined(value: float | None) -> float:
+    """A metric as a float; an undefined one (None) is NaN, which fails every comparison."""
+    return float("nan") if value is None else value
+
+
 # -- the decision -------------------------------------------------------------------------------------
 @dataclass
 class Gate:
@@ -177,9 +186,9 @@ class DecisionRecord:
     reasons: list[str]
     gates: list[Gate]
     thresholds: dict[str, float]
-    challenger_metrics: dict[str, float]
+    challenger_metrics: Metrics
     champion_version: str | None
-    champion_metrics: dict[str, float] | None
+    champion_metrics: Metrics | None
     auc_gain: dict[str, float] | None
     dry_run: bool = False
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
@@ -207,7 +216,7 @@ def decide_promotion(evaluation: Evaluation, settings: Settings, dry_run: bool =
     """The promotion decision as a record; pure (no I/O), so it is tested on numbers alone."""
     challenger = evaluation["challenger"]
     metrics = challenger["metrics"]
-    auc = metrics["roc_auc"]
+    auc = _defined(metrics["roc_auc"])  # undefined (one class) fails the floor
     thresholds = {
         "roc_auc_floor": settings.roc_auc_floor,
         "min_delta": settings.min_delta,
@@ -229,7 +238,7 @@ def decide_promotion(evaluation: Evaluation, settings: Settings, dry_run: bool =
     champion_metrics = None
     if champion and "metrics" in champion and gain:
         champion_metrics = champion["metrics"]
-        delta = auc - champion_metrics["roc_auc"]
+        delta = auc - _defined(champion_metrics["roc_auc"])
         gates.append(
             Gate(
                 "beats_champion",
@@ -244,10 +253,11 @@ def decide_promotion(evaluation: Evaluation, settings: Settings, dry_run: bool =
             champ_slice = champion["slices"].get(name)
             gated = (
                 champ_slice is not None
-                and chal_slice["rows"] >= settings.min_slice_rows
-                and 0 < chal_slice["positive_rate"] < 1
+                and _defined(chal_slice["rows"]) >= settings.min_slice_rows
+                and 0 < _defined(chal_slice["positive_rate"]) < 1
             )
-            slice_delta = chal_slice["roc_auc"] - champ_slice["roc_auc"] if champ_slice else None
+            chal_auc, champ_auc = chal_slice["roc_auc"], champ_slice["roc_auc"] if champ_slice else None
+            slice_delta = chal_auc - champ_auc if chal_auc is not None and champ_auc is not None else None
             slices[name] = {"rows": chal_slice["rows"], "roc_auc_delta": slice_delta, "gated": float(gated)}
             if gated and slice_delta is not None and (worst is None or slice_delta < worst[1]):
                 worst = (name, slice_delta)
@@ -308,11 +318,11 @@ def log_decision(settings: Settings, run_id: str, evaluation: Evaluation, decisi
     client.log_dict(run_id, dict(evaluation), "evaluation/evaluation.json")
     client.log_dict(run_id, decision.as_dict(), "evaluation/decision.json")
     for name, value in decision.challenger_metrics.items():
-        if math.isfinite(value):
+        if value is not None and math.isfinite(value):
             client.log_metric(run_id, f"holdout_{name}", value)
     if decision.champion_metrics:
         for name, value in decision.champion_metrics.items():
-            if math.isfinite(value):
+            if value is not None and math.isfinite(value):
                 client.log_metric(run_id, f"champion_holdout_{name}", value)
     client.set_tag(run_id, "ct.decision", decision.verdict + (" (dry run)" if decision.dry_run else ""))
     client.set_tag(run_id, "ct.decision_summary", decision.summary()[:5000])

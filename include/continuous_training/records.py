@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
+Metrics = dict[str, float | None]
+"""Metric name → value; None where a metric is undefined (ROC AUC of a one-class slice): XCom is strict JSON."""
+
 
 class TrainingData(TypedDict):
     """``assemble_training_data`` → the splits in S3 and their manifest (never the rows themselves)."""
@@ -38,8 +41,8 @@ class ChallengerScores(TypedDict):
     """The challenger on the holdout: overall and per slice."""
 
     model_uri: str
-    metrics: dict[str, float]
-    slices: dict[str, dict[str, float]]
+    metrics: Metrics
+    slices: dict[str, Metrics]
     score_std: float
 
 
@@ -51,8 +54,8 @@ class ChampionScores(TypedDict):
     model_uri: NotRequired[str]
     max_score_difference: NotRequired[float]
     is_challenger: NotRequired[bool]
-    metrics: NotRequired[dict[str, float]]
-    slices: NotRequired[dict[str, dict[str, float]]]
+    metrics: NotRequired[Metrics]
+    slices: NotRequired[dict[str, Metrics]]
 
 
 class Evaluation(TypedDict):

@@ -179,3 +179,23 @@ def test_a_decision_record_survives_the_trip_through_xcom_json():
     assert again == record
     assert again.gates[0].name == "floor"
     assert again.promoted
+
+
+def test_a_one_class_slice_leaves_the_evaluation_and_decision_strict_json():
+    """XCom refuses NaN: a small table whose holdout has a slice with one class must still pass through."""
+    import json
+
+    y = np.array([0, 1, 0, 1, 0, 0, 0, 0])
+    scores = np.array([0.1, 0.9, 0.2, 0.8, 0.3, 0.4, 0.2, 0.1])
+    one_class = classification_metrics(y[4:], scores[4:], 0.5)
+    assert one_class["roc_auc"] is None
+    assert one_class["pr_auc"] is None
+    json.dumps(one_class, allow_nan=False)
+
+    evaluation = _evaluation(0.86, 0.84, ci=(0.01, 0.03), slices={"pos": (0.9, 0.85), "tiny": (0.5, 0.5)})
+    evaluation["challenger"]["slices"]["tiny"].update(roc_auc=None, pr_auc=None, positive_rate=0.0)
+    evaluation["champion"]["slices"]["tiny"].update(roc_auc=None, pr_auc=None, positive_rate=0.0)
+    record = decide_promotion(evaluation, SETTINGS)
+    assert record.verdict == "promote"
+    assert record.slices["tiny"]["roc_auc_delta"] is None
+    json.dumps(record.as_dict(), allow_nan=False)
