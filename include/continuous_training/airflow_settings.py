@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from include.continuous_training.errors import ConfigurationError
+
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "airflow_settings.yaml"
 
 _CONNECTION_KEYS = {
@@ -42,7 +44,7 @@ _POOL_KEYS = {"pool_name": str, "pool_slot": int, "pool_description": str}
 _VARIABLE_KEYS = {"variable_name": str, "variable_value": (str, int, float, bool, dict, list)}
 
 
-class SettingsFileError(ValueError):
+class SettingsFileError(ConfigurationError):
     """The settings file is not valid; the message names the place in the file."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from include.continuous_training.airflow_settings import SettingsFileError
+from include.continuous_training.config import SettingsError
 from include.continuous_training.errors import (
     ConfigurationError,
     ContinuousTrainingError,
@@ -42,6 +44,8 @@ def _outcome(error: Exception) -> type[BaseException]:
         PreconditionFailed("changed"),
         DeploymentError("refused version 2"),
         ConfigurationError("CT_X"),
+        SettingsFileError("airflow.pools[0]: pool_name is required"),
+        SettingsError("CT_MAX_DEPTH='six': expected an integer"),
     ],
 )
 def test_errors_retrying_cannot_fix_fail_the_task_at_once(error):
