@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
+from include.continuous_training.features import DECISION_ARTIFACT, EVALUATION_ARTIFACT
 from include.continuous_training.records import ChampionScores, Evaluation, Metrics, TrainingData
 
 if TYPE_CHECKING:
@@ -315,8 +316,8 @@ def log_decision(settings: Settings, run_id: str, evaluation: Evaluation, decisi
     from include.continuous_training.registry import tracking_client
 
     client = tracking_client(settings)
-    client.log_dict(run_id, dict(evaluation), "evaluation/evaluation.json")
-    client.log_dict(run_id, decision.as_dict(), "evaluation/decision.json")
+    client.log_dict(run_id, dict(evaluation), EVALUATION_ARTIFACT)
+    client.log_dict(run_id, decision.as_dict(), DECISION_ARTIFACT)
     for name, value in decision.challenger_metrics.items():
         if value is not None and math.isfinite(value):
             client.log_metric(run_id, f"holdout_{name}", value)

@@ -34,9 +34,12 @@ TUNABLE_PARAMS = {
     "num_boost_round": int,
     "early_stopping_rounds": int,
 }
-# Where a logged model keeps what the other stages read back.
+# Where a training run keeps what the other stages read back (MLflow artifact paths in the run).
 FEATURE_SPEC_FILE = "feature_spec.json"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
+MANIFEST_ARTIFACT = "data/manifest.json"
+EVALUATION_ARTIFACT = "evaluation/evaluation.json"
+DECISION_ARTIFACT = "evaluation/decision.json"
 
 
 @dataclass(frozen=True)

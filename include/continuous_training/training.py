@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from include.continuous_training.config import Settings
 from include.continuous_training.devices import cuda_device_count, select_device
 from include.continuous_training.errors import ConfigurationError, DataError, NothingToDo
-from include.continuous_training.features import FEATURE_SPEC_FILE, TUNABLE_PARAMS, FeatureSpec
+from include.continuous_training.features import FEATURE_SPEC_FILE, MANIFEST_ARTIFACT, TUNABLE_PARAMS, FeatureSpec
 from include.continuous_training.records import TrainedModel, TrainingData
 from include.continuous_training.storage import (
     S3Client,
@@ -414,7 +414,7 @@ def _log_training_inputs(
         reference_path = Path(tmp) / "reference.parquet"
         reference.to_parquet(reference_path, index=False)
         tracking.log_artifact(run_id, str(reference_path), artifact_path="reference")
-    tracking.log_dict(run_id, read_json_uri(client, settings, data["manifest_uri"]), "data/manifest.json")
+    tracking.log_dict(run_id, read_json_uri(client, settings, data["manifest_uri"]), MANIFEST_ARTIFACT)
     tracking.log_dict(run_id, library_versions(), "environment/versions.json")
 
 

@@ -367,6 +367,7 @@ def _metadata(settings: Settings, model: Any) -> dict[str, Any]:
     cached = _METADATA_CACHE.get(model.version)
     if cached is not None:
         return cached
+    from include.continuous_training.features import DECISION_ARTIFACT, MANIFEST_ARTIFACT
     from include.continuous_training.registry import tracking_client
 
     client = tracking_client(settings)
@@ -375,7 +376,7 @@ def _metadata(settings: Settings, model: Any) -> dict[str, Any]:
         run = client.get_run(model.run_id)
         info["trained_at"] = run.info.start_time
         info["device"] = run.data.tags.get("ct.device")
-        for key, artifact in (("data_manifest", "data/manifest.json"), ("decision", "evaluation/decision.json")):
+        for key, artifact in (("data_manifest", MANIFEST_ARTIFACT), ("decision", DECISION_ARTIFACT)):
             try:
                 info[key] = _load_json_artifact(model.run_id, artifact)
             except Exception:  # an older run without that artifact
