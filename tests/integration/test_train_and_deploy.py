@@ -180,3 +180,23 @@ def test_a_window_with_one_class_fails_at_assembly_with_the_reason(training, s3,
     assert "classes [0]" in alert
     assert "need >= 50 rows with both classes" in alert
     assert _versions(client, settings.model_name) == []
+
+
+def test_a_small_table_whose_holdout_has_a_one_class_slice_still_trains_and_decides(training, s3):
+    """2,000 rows: the holdout's `atm` slice has no fraud, so its ROC AUC is undefined. XCom is strict JSON:
+    that metric used to be NaN, and `evaluate_challenger` failed on every try."""
+    import mlflow
+
+    dagbag, settings, client = training
+    land_and_curate(s3, settings, _day(0, rows=2000))
+
+    outcome = run_dag(dagbag, DAG_ID)
+
+    assert outcome.states_of("evaluate_challenger") == {-1: "success"}
+    assert outcome.state == "success"
+    version = client.get_model_version(settings.model_name, "1")
+    evaluation = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/evaluation/evaluation.json")
+    slices = evaluation["challenger"]["slices"]
+    assert [name for name, figures in slices.items() if figures["roc_auc"] is None] == ["atm"]
+    assert slices["atm"]["rows"] > 0
+    assert json.loads(version.tags["ct.decision"])["verdict"] == "promote"
