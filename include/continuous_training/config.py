@@ -51,6 +51,8 @@ DEFAULT_NUMERIC_COLUMNS = (
 DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
 # "local": this package's endpoint; "none": promote without deploying.
 DEPLOYMENT_TARGETS = ("local", "none")
+# What happens to a batch that trips a distribution guard (validation.py).
+DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
 
 VariableLookup = Callable[[str], str | None]
 """Returns the value of the Airflow Variable with that name, or None when there is none."""
@@ -207,6 +209,17 @@ class Settings:
     max_batch_bytes: int = _setting(
         512 * 1024 * 1024, "CT_MAX_BATCH_BYTES", "larger landing objects are quarantined unread"
     )
+    distribution_guard_action: str = _setting(
+        "flag",
+        "CT_DISTRIBUTION_GUARD_ACTION",
+        "a batch that trips a distribution guard (collapsed spread, one category, null-rate jump) is "
+        "`flag`: curated, flagged and alerted; `quarantine`: quarantined",
+    )
+    distribution_guard_min_rows: int = _setting(
+        100,
+        "CT_DISTRIBUTION_GUARD_MIN_ROWS",
+        "batches with fewer rows are not checked by the distribution guards (too few rows to tell); at least 2",
+    )
     sensor_poke_seconds: float = _setting(
         60.0, "CT_SENSOR_POKE_SECONDS", "how often the new-data trigger lists the landing prefix"
     )
@@ -323,6 +336,15 @@ class Settings:
         if self.deployment_target not in DEPLOYMENT_TARGETS:
             raise SettingsError(
                 f"CT_DEPLOYMENT_TARGET {self.deployment_target!r}: expected one of {DEPLOYMENT_TARGETS}"
+            )
+        if self.distribution_guard_action not in DISTRIBUTION_GUARD_ACTIONS:
+            raise SettingsError(
+                f"CT_DISTRIBUTION_GUARD_ACTION {self.distribution_guard_action!r}: "
+                f"expected one of {DISTRIBUTION_GUARD_ACTIONS}"
+            )
+        if self.distribution_guard_min_rows < 2:
+            raise SettingsError(
+                f"CT_DISTRIBUTION_GUARD_MIN_ROWS must be at least 2, got {self.distribution_guard_min_rows}"
             )
         if not 1 <= self.drift_windows_required <= self.drift_windows_considered:
             raise SettingsError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")

@@ -20,7 +20,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -42,6 +42,8 @@ from include.continuous_training.storage import (
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from include.continuous_training.validation import GuardFlag
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class IngestResult:
     curated_uri: str | None
     report_uri: str | None
     reason: str
+    # Distribution guards that fired (validation.GuardFlag.as_dict()): column, check, observed vs expected.
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {**vars(self), "source": self.source.as_dict()}
@@ -82,11 +86,13 @@ class IngestResult:
             "bad_rows": self.bad_rows,
             "uri": self.curated_uri,
             "source_key": self.source.key,
+            "flags": self.flags,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> IngestResult:
-        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k != "source"}
+        # Entries recorded before a field existed lack it: that field keeps its default.
+        fields = {k: raw[k] for k in cls.__dataclass_fields__ if k != "source" and k in raw}
         return cls(source=ObjectRef.from_dict(raw["source"]), **fields)
 
 
@@ -243,8 +249,9 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
     del data
     outcome = validate_batch(frame, settings)
     report = {**base, **outcome.as_report(), "example_rows": _examples(frame, outcome.bad_row_index)}
+    flags = [flag.as_dict() for flag in outcome.flags]
     if outcome.batch_rejected:
-        return _quarantine_batch(client, settings, ref, report, rows=outcome.rows)
+        return _quarantine_batch(client, settings, ref, report, rows=outcome.rows, flags=flags)
 
     good = frame.drop(index=frame.index[outcome.bad_row_index]) if outcome.bad_row_index else frame
     report_uri = None
@@ -254,6 +261,11 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
         put_bytes(client, settings.s3_bucket, rows_key, parquet_bytes(bad))
         report_key = f"{_quarantine_dir(settings, ref)}report.json"
         report.update(verdict="ingested_with_rows_quarantined", quarantined_rows_uri=settings.s3_uri(rows_key))
+        put_json(client, settings.s3_bucket, report_key, report)
+        report_uri = settings.s3_uri(report_key)
+    elif flags:  # curated whole but flagged: the report goes with the validation reports, not to quarantine
+        report_key = f"{settings.reports_prefix}ingest/{batch_id}/report.json"
+        report.update(verdict="ingested_flagged")
         put_json(client, settings.s3_bucket, report_key, report)
         report_uri = settings.s3_uri(report_key)
     curated_key = f"{settings.curated_prefix}batch_id={batch_id}/data.parquet"
@@ -268,9 +280,29 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
         curated_uri=settings.s3_uri(curated_key),
         report_uri=report_uri,
         reason=outcome.reason,
+        flags=flags,
     )
+    if flags:
+        _alert_flagged(settings, result, outcome.flags)
     _record(client, settings, result, outcome.suite.version)
     return result
+
+
+def _alert_flagged(settings: Settings, result: IngestResult, flags: list[GuardFlag]) -> None:
+    """A curated batch tripped a distribution guard: a person should look (upstream bug or a real change?).
+
+    Sent before the ``done`` entry is written: a retry after a crash in between alerts twice rather than never.
+    """
+    from include.continuous_training.notifications import send_alert
+
+    fired = "; ".join(flag.describe() for flag in flags)
+    send_alert(
+        settings,
+        f"Batch curated but flagged: {result.source.key}",
+        f"{result.source.key}: distribution guards fired: {fired}. Curated as {result.curated_uri}; "
+        f"report {result.report_uri}. An upstream bug (a default value written on every row) or a real change? "
+        "CT_DISTRIBUTION_GUARD_ACTION=quarantine keeps such batches out of training.",
+    )
 
 
 def _quarantine_dir(settings: Settings, ref: ObjectRef) -> str:
@@ -278,7 +310,12 @@ def _quarantine_dir(settings: Settings, ref: ObjectRef) -> str:
 
 
 def _quarantine_batch(
-    client: S3Client, settings: Settings, ref: ObjectRef, report: dict[str, Any], rows: int
+    client: S3Client,
+    settings: Settings,
+    ref: ObjectRef,
+    report: dict[str, Any],
+    rows: int,
+    flags: list[dict[str, Any]] | None = None,
 ) -> IngestResult:
     """Copy the whole object to quarantine with a report; landing stays as it was."""
     folder = _quarantine_dir(settings, ref)
@@ -301,6 +338,7 @@ def _quarantine_batch(
         curated_uri=None,
         report_uri=settings.s3_uri(report_key),
         reason=reason,
+        flags=flags or [],
     )
     suite_version = report.get("suite", {}).get("version") if isinstance(report.get("suite"), dict) else None
     _record(client, settings, result, suite_version)

@@ -6,7 +6,13 @@ for a user's own table. Expectations fall in two kinds:
 
 - *batch-level* (schema, dtypes, row count): any failure quarantines the whole object;
 - *row-level* (nulls, ranges, allowed values, uniqueness): the failing rows may be quarantined on their
-  own while the rest goes on, as long as they are at most ``bad_row_budget`` of the batch.
+  own while the rest goes on, as long as they are at most ``bad_row_budget`` of the batch;
+- *distribution guards* (``meta: {"guard": "distribution"}``): aggregate checks whose thresholds come
+  from a reference table (:func:`distribution_guards`): a numeric feature whose spread collapsed, a
+  categorical feature down to one value, a null rate far above the reference's. They catch a batch
+  that is valid row by row but silently broken upstream (``amount`` = 42.0 on every row). A batch
+  that trips one is curated and flagged (``CT_DISTRIBUTION_GUARD_ACTION=flag``, the default) or
+  quarantined (``quarantine``); batches under ``CT_DISTRIBUTION_GUARD_MIN_ROWS`` rows are not guarded.
 """
 
 from __future__ import annotations
@@ -14,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +46,11 @@ TEXT_TYPES = ["object", "str", "string", "StringDtype", "category"]
 TIMESTAMP_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
 LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool"]
 EXAMPLE_ROWS = 5
+
+GUARD = "distribution"  # the ``meta.guard`` value that marks a distribution guard in a suite
+# A guard is left out of a suite where a batch drawn from the reference itself would trip it more
+# often than this (e.g. a column that is one value in 99 % of the rows is often constant in 100 rows).
+GUARD_FALSE_ALARM_CHANCE = 1e-6
 
 
 class UnreadableBatchError(DataError):
@@ -81,9 +93,39 @@ class FailedExpectation:
         )
 
 
+@dataclass(frozen=True)
+class GuardFlag:
+    """One distribution guard that fired: what was observed against what the reference allows."""
+
+    column: str | None
+    check: str  # "spread", "collapse" or "null_rate"
+    statistic: str  # "stdev", "distinct_values" or "null_share"
+    observed: float | None
+    expected: dict[str, float]  # {"min": …} or {"max": …}
+    reference: float | None  # the statistic in the reference table the guard was built from
+    expectation: str
+    error: str | None = None
+
+    def describe(self) -> str:
+        where = f"column `{self.column}`" if self.column else "table"
+        if self.error:
+            return f"{where}: {self.check} guard could not be computed ({self.error})"
+        bound = " and ".join(f"{'>=' if k == 'min' else '<='} {_short(v)}" for k, v in self.expected.items())
+        reference = f", reference {_short(self.reference)}" if self.reference is not None else ""
+        return f"{where}: {self.statistic} {_short(self.observed)} (expected {bound}{reference})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass
 class ValidationOutcome:
-    """What validation decided about one batch."""
+    """What validation decided about one batch.
+
+    ``failures`` are the hard expectations that did not hold; ``flags`` the distribution guards that
+    fired (they reject the batch only with ``CT_DISTRIBUTION_GUARD_ACTION=quarantine``); ``guards``
+    says whether the guards were evaluated at all.
+    """
 
     rows: int
     suite: SuiteInfo
@@ -91,10 +133,12 @@ class ValidationOutcome:
     bad_row_index: list[int]
     batch_rejected: bool
     reason: str
+    flags: list[GuardFlag] = field(default_factory=list)
+    guards: str = "evaluated"
 
     @property
     def success(self) -> bool:
-        return not self.failures
+        return not self.failures and not self.flags
 
     def as_report(self) -> dict[str, Any]:
         return {
@@ -104,6 +148,7 @@ class ValidationOutcome:
             "batch_rejected": self.batch_rejected,
             "reason": self.reason,
             "failed_expectations": [vars(f) for f in self.failures],
+            "distribution_guards": {"status": self.guards, "fired": [f.as_dict() for f in self.flags]},
         }
 
 
@@ -191,19 +236,23 @@ def build_suite_from_reference(
     version: str = "1",
     range_margin: float = 0.5,
     min_rows: int = 1,
+    spread_factor: float = 0.25,
 ) -> dict[str, Any]:
     """A starting suite (as a JSON-ready dict) for a reference table of the user's own data.
 
-    It pins the column set, dtypes, non-null columns, numeric ranges widened by ``range_margin``
-    of their span, the categories seen, label values {0, 1}, a minimum row count and unique ids.
-    Review it, then save it with ``json.dump`` and point ``CT_EXPECTATION_SUITE`` at the file.
+    It pins the column set, dtypes, non-null columns (those with no null in the reference), numeric
+    ranges widened by ``range_margin`` of their span, the categories seen, label values {0, 1}, a
+    minimum row count and unique ids; then it appends the :func:`distribution_guards` of the
+    reference (``spread_factor`` is theirs). Review it, then save it with ``json.dump`` and point
+    ``CT_EXPECTATION_SUITE`` at the file.
     """
     expectations: list[dict[str, Any]] = [
         _exp("expect_table_columns_to_match_set", column_set=list(frame.columns), exact_match=True),
         _exp("expect_table_row_count_to_be_between", min_value=min_rows),
     ]
     for column in frame.columns:
-        expectations.append(_exp("expect_column_values_to_not_be_null", column=column))
+        if not frame[column].isna().any():  # a column with nulls in the reference gets a null-rate guard
+            expectations.append(_exp("expect_column_values_to_not_be_null", column=column))
         if column == settings.label_column:
             expectations.append(_exp("expect_column_values_to_be_in_type_list", column=column, type_list=LABEL_TYPES))
             expectations.append(_exp("expect_column_values_to_be_in_set", column=column, value_set=[0, 1]))
@@ -230,7 +279,103 @@ def build_suite_from_reference(
                     max_value=high + range_margin * span,
                 )
             )
+    expectations.extend(distribution_guards(frame, settings, spread_factor=spread_factor))
     return {"name": name, "meta": {"version": version}, "expectations": expectations}
+
+
+def distribution_guards(
+    reference: pd.DataFrame, settings: Settings, spread_factor: float = 0.25, samples: int = 200
+) -> list[dict[str, Any]]:
+    """The distribution guards of a reference table, as suite expectations marked ``meta.guard``.
+
+    Calibrated for batches of ``settings.distribution_guard_min_rows`` rows (smaller batches are
+    not guarded), with ``settings.seed``:
+
+    - **spread** (numeric features): ``expect_column_stdev_to_be_between`` with ``min_value`` =
+      ``spread_factor`` x the lowest standard deviation among ``samples`` random draws of that many
+      rows from the reference (so heavy tails and small batches do not trip it);
+    - **collapse** (categorical features seen with two or more values):
+      ``expect_column_unique_value_count_to_be_between`` with ``min_value`` 2;
+    - **null rate** (any column with nulls in the reference): ``expect_column_values_to_not_be_null``
+      with ``mostly`` = 1 - the largest null share allowed: twice the reference's, and at least the
+      reference's plus four binomial standard deviations at that batch size.
+
+    A spread or collapse guard is left out for a column so dominated by one value that a batch
+    drawn from the reference would itself be constant with a chance above
+    :data:`GUARD_FALSE_ALARM_CHANCE`; a null-rate guard that would allow every row to be null is left out.
+    """
+    import numpy as np
+
+    rows = settings.distribution_guard_min_rows
+    rng = np.random.default_rng(settings.seed)
+    guards: list[dict[str, Any]] = []
+    for column in reference.columns:
+        values = reference[column]
+        null_share = float(values.isna().mean()) if len(values) else 0.0
+        present = values.dropna()
+        if 0.0 < null_share < 1.0:
+            sigma = math.sqrt(null_share * (1 - null_share) / rows)
+            allowed = max(2 * null_share, null_share + 4 * sigma)
+            if allowed < 1.0:
+                guards.append(
+                    _guard(
+                        "expect_column_values_to_not_be_null",
+                        "null_rate",
+                        {"null_share": _significant(null_share)},
+                        rows,
+                        column=column,
+                        mostly=_significant(1 - allowed, down=True),
+                    )
+                )
+        if present.empty or column not in (*settings.numeric_columns, *settings.categorical_columns):
+            continue
+        shares = present.value_counts(normalize=True).to_numpy()
+        shares = shares[shares > 0]  # a categorical dtype also counts the categories never seen
+        if len(shares) < 2 or float(np.sum(shares**rows)) > GUARD_FALSE_ALARM_CHANCE:
+            continue
+        if column in settings.numeric_columns:
+            numbers = present.to_numpy(dtype=float)
+            draws = rng.choice(numbers, size=(samples, rows), replace=True)
+            lowest = float(np.std(draws, axis=1, ddof=1).min())
+            if lowest > 0:
+                guards.append(
+                    _guard(
+                        "expect_column_stdev_to_be_between",
+                        "spread",
+                        {
+                            "stdev": _significant(float(np.std(numbers, ddof=1))),
+                            "lowest_sample_stdev": _significant(lowest),
+                        },
+                        rows,
+                        column=column,
+                        min_value=_significant(spread_factor * lowest, down=True),
+                    )
+                )
+        elif column in settings.categorical_columns:
+            guards.append(
+                _guard(
+                    "expect_column_unique_value_count_to_be_between",
+                    "collapse",
+                    {"distinct_values": len(shares)},
+                    rows,
+                    column=column,
+                    min_value=2,
+                )
+            )
+    return guards
+
+
+def _guard(kind: str, check: str, reference: dict[str, float], rows: int, **kwargs: Any) -> dict[str, Any]:
+    meta = {"guard": GUARD, "check": check, "reference": reference, "calibrated_for_rows": rows}
+    return {"type": kind, "kwargs": kwargs, "meta": meta}
+
+
+def _significant(value: float, down: bool = False) -> float:
+    """``value`` to 4 significant digits (a readable suite); ``down``: never above ``value``."""
+    if value == 0 or not math.isfinite(value) or not down:
+        return float(f"{value:.4g}")
+    scale = 10.0 ** (math.floor(math.log10(abs(value))) - 3)
+    return float(f"{math.floor(value / scale) * scale:.4g}")
 
 
 def _exp(kind: str, **kwargs: Any) -> dict[str, Any]:
@@ -239,9 +384,31 @@ def _exp(kind: str, **kwargs: Any) -> dict[str, Any]:
 
 # -- validating ----------------------------------------------------------------------------------
 def validate_batch(frame: pd.DataFrame, settings: Settings) -> ValidationOutcome:
-    """Run the suite on ``frame`` and decide: pass, quarantine some rows, or quarantine the batch."""
+    """Run the suite on ``frame`` and decide: pass, quarantine some rows, or quarantine the batch.
+
+    Distribution guards that fire are returned as ``flags``; with
+    ``CT_DISTRIBUTION_GUARD_ACTION=quarantine`` they also reject a batch the hard expectations passed.
+    """
     suite, info = load_suite(settings.expectation_suite_path)
     results = _run(frame, suite, "SUMMARY")
+    rows = len(frame)
+    flags, guards = _guard_flags([r for r in results if _is_guard(r)], rows, settings)
+    flags = [f if f.column is None or f.column in frame.columns else replace(f, error="column missing") for f in flags]
+    outcome = _judge(frame, [r for r in results if not _is_guard(r)], info, settings)
+    outcome.flags, outcome.guards = flags, guards
+    if flags and not outcome.batch_rejected:
+        fired = "; ".join(f.describe() for f in flags[:3])
+        if settings.distribution_guard_action == "quarantine":
+            outcome.batch_rejected, outcome.bad_row_index = True, []
+            outcome.reason = f"distribution guards fired (CT_DISTRIBUTION_GUARD_ACTION=quarantine): {fired}"
+        else:
+            passed = "hard expectations passed" if not outcome.failures else outcome.reason
+            outcome.reason = f"{passed}; flagged by distribution guards: {fired}"
+    return outcome
+
+
+def _judge(frame: pd.DataFrame, results: list[Any], info: SuiteInfo, settings: Settings) -> ValidationOutcome:
+    """The hard expectations' verdict: pass, quarantine the failing rows, or quarantine the batch."""
     failures = [_failure(r) for r in results if not r.success]
     for failure in failures:
         if failure.column is not None and failure.column not in frame.columns:
@@ -280,19 +447,91 @@ def validate_batch(frame: pd.DataFrame, settings: Settings) -> ValidationOutcome
     return ValidationOutcome(rows, info, failures, sorted(bad_index), False, reason)
 
 
+def _is_guard(result: Any) -> bool:
+    return (result.expectation_config.meta or {}).get("guard") == GUARD
+
+
+_GUARD_STATISTICS = {
+    "expect_column_stdev_to_be_between": "stdev",
+    "expect_column_unique_value_count_to_be_between": "distinct_values",
+    "expect_column_proportion_of_unique_values_to_be_between": "unique_share",
+    "expect_column_values_to_not_be_null": "null_share",
+}
+
+
+def _guard_flags(results: list[Any], rows: int, settings: Settings) -> tuple[list[GuardFlag], str]:
+    """The guards that fired, and whether they were evaluated (not below the minimum batch size)."""
+    if not results:
+        return [], "none in the suite"
+    if rows < settings.distribution_guard_min_rows:
+        return [], (
+            f"not evaluated: {rows} rows, under CT_DISTRIBUTION_GUARD_MIN_ROWS={settings.distribution_guard_min_rows}"
+        )
+    return [_guard_flag(r) for r in results if not r.success], "evaluated"
+
+
+def _guard_flag(result: Any) -> GuardFlag:
+    config = result.expectation_config
+    kind, kwargs, meta = str(config.type), dict(config.kwargs), dict(config.meta or {})
+    payload = result.result or {}
+    statistic = _GUARD_STATISTICS.get(kind, kind)
+    if "mostly" in kwargs:  # a row-level expectation used as a guard: the share of rows that failed
+        percent = payload.get("unexpected_percent")
+        observed = None if percent is None else round(float(percent) / 100, 6)
+        expected = {"max": round(1 - float(kwargs["mostly"]), 6)}
+    else:
+        value = payload.get("observed_value")
+        observed = float(value) if isinstance(value, int | float) else None
+        expected = {
+            bound: float(kwargs[key])
+            for bound, key in (("min", "min_value"), ("max", "max_value"))
+            if kwargs.get(key) is not None
+        }
+    reference = (meta.get("reference") or {}).get(statistic)
+    info = result.exception_info or {}
+    error = None
+    if info.get("raised_exception"):
+        error = str(info.get("exception_message") or "raised an exception").splitlines()[0][:300]
+    return GuardFlag(
+        column=kwargs.get("column"),
+        check=str(meta.get("check", statistic)),
+        statistic=statistic,
+        observed=observed,
+        expected=expected,
+        reference=None if reference is None else float(reference),
+        expectation=kind,
+        error=error,
+    )
+
+
+def _short(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 def _arrow_strings(frame: pd.DataFrame) -> pd.DataFrame:
     """Text columns as Arrow-backed strings, for GX: its null, set and uniqueness checks run in C
     instead of over Python objects, and its type check reads the dtype instead of testing every value
     (the validation rows of ``make bench``). A column mixing strings with other types stays ``object``
-    so the per-value type check still names the odd values."""
-    import pandas as pd
-
-    converted = {
-        name: frame[name].astype("string[pyarrow]")
-        for name in frame.columns
-        if frame[name].dtype == object and pd.api.types.infer_dtype(frame[name], skipna=True) == "string"
-    }
+    so the per-value type check still names the odd values. pandas ``category`` columns and Arrow
+    dictionaries of strings (what Parquet files written from categoricals read back as) become
+    strings too: GX's type check reports them as ``CategoricalDtypeType`` and fails them otherwise."""
+    converted = {name: frame[name].astype("string[pyarrow]") for name in frame.columns if _is_text(frame[name])}
     return frame.assign(**converted) if converted else frame
+
+
+def _is_text(column: pd.Series) -> bool:
+    import pandas as pd
+    import pyarrow as pa
+
+    dtype = column.dtype
+    if pd.api.types.is_object_dtype(dtype):
+        return bool(pd.api.types.infer_dtype(column, skipna=True) == "string")
+    if isinstance(dtype, pd.CategoricalDtype):
+        return bool(pd.api.types.infer_dtype(dtype.categories, skipna=True) == "string")
+    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_dictionary(dtype.pyarrow_dtype):
+        value_type = dtype.pyarrow_dtype.value_type
+        return bool(pa.types.is_string(value_type) or pa.types.is_large_string(value_type))
+    return False
 
 
 def _run(frame: pd.DataFrame, suite: ExpectationSuite, result_format: str) -> list[Any]:
