@@ -13,6 +13,9 @@ Takes new files from S3 `landing/` in, validated, and hands them to training.
      Asset (`extra`: batch id, rows, URI), which schedules `train_and_deploy`;
    - a few bad rows (within `CT_BAD_ROW_BUDGET`): those rows go to `quarantine/…/rows.parquet`
      with a report, the rest is curated;
+   - valid, but a distribution guard fired (a feature constant, a category alone, nulls far above
+     the reference's): curated and flagged (`extra.flags`, report, alert), or quarantined with
+     `CT_DISTRIBUTION_GUARD_ACTION=quarantine`;
    - invalid or unreadable: the object is copied to `quarantine/<batch_id>/` with `report.json`,
      and the task fails (no retry) with a one-line reason naming the object and where it went.
 

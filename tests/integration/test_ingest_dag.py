@@ -9,7 +9,7 @@ import pytest
 
 from devtools.datasets import to_bytes
 from include.continuous_training.ingestion import batch_id_for, read_manifest
-from include.continuous_training.storage import list_objects
+from include.continuous_training.storage import get_json, list_objects
 from tests.bad_inputs import BAD_INPUTS, good_frame
 from tests.integration.conftest import Webhook, asset_events, keys_under, run_dag
 
@@ -47,7 +47,14 @@ def test_a_good_batch_is_curated_recorded_and_announced(dagbag, s3, settings):
     assert curated["transaction_id"].tolist() == frame["transaction_id"].tolist()
     events = asset_events("curated_batches")[events_before:]
     assert events == [
-        {"batch_id": entry.batch_id, "rows": 1500, "bad_rows": 0, "uri": entry.curated_uri, "source_key": key}
+        {
+            "batch_id": entry.batch_id,
+            "rows": 1500,
+            "bad_rows": 0,
+            "uri": entry.curated_uri,
+            "source_key": key,
+            "flags": [],
+        }
     ]
 
 
@@ -168,8 +175,9 @@ def test_a_few_bad_rows_go_to_quarantine_and_the_rest_is_curated(dagbag, s3, set
 
 
 def test_odd_but_valid_files_and_odd_keys_are_ingested_exactly_once(dagbag, s3, settings):
-    """A batch with one class only, extreme outliers in a few rows, and keys with spaces, unicode,
-    ``..`` and ``%``: each ingested once, every object we write stays under its own prefix."""
+    """A batch with one class only, extreme outliers in a few rows, a 20-row batch, and keys with spaces,
+    unicode, ``..`` and ``%``: each ingested once, none flagged by a distribution guard, every object we
+    write stays under its own prefix."""
     frame = good_frame(rows=400, seed=21)
     single_class = frame.assign(is_fraud=0)
     outliers = frame.copy()
@@ -180,6 +188,7 @@ def test_odd_but_valid_files_and_odd_keys_are_ingested_exactly_once(dagbag, s3, 
         "ünïcödé/Überweisung 2026.csv": to_bytes(good_frame(rows=300, seed=22), "csv"),
         "../escape/../../x.csv": to_bytes(good_frame(rows=300, seed=23), "csv"),
         "100%/a b+c.parquet": to_bytes(good_frame(rows=300, seed=24), "parquet"),
+        "tiny.csv": to_bytes(good_frame(rows=20, seed=25), "csv"),  # under CT_DISTRIBUTION_GUARD_MIN_ROWS
     }
     for name, body in files.items():
         s3.put_object(Bucket=settings.s3_bucket, Key=settings.landing_prefix + name, Body=body)
@@ -195,6 +204,7 @@ def test_odd_but_valid_files_and_odd_keys_are_ingested_exactly_once(dagbag, s3, 
     manifest = {entry.source.key: entry for entry in read_manifest(s3, settings)}
     assert set(manifest) == {settings.landing_prefix + name for name in files}
     assert all(entry.status == "ingested" for entry in manifest.values())
+    assert {entry.source.key: entry.flags for entry in manifest.values()} == {key: [] for key in manifest}
     assert manifest[settings.landing_prefix + "single class.csv"].good_rows == 400
     assert manifest[settings.landing_prefix + "outliers.parquet"].bad_rows == 2
     written = [
@@ -206,3 +216,81 @@ def test_odd_but_valid_files_and_odd_keys_are_ingested_exactly_once(dagbag, s3, 
     for key in written:
         assert ".." not in key.split("/"), key
         assert key.isascii(), key  # derived keys are built from ids, not from the landing name
+
+
+def test_a_constant_feature_is_curated_flagged_and_alerted_by_default(dagbag, s3, settings, monkeypatch):
+    """`amount` = 42.0 on every row: valid row by row, so curated, but flagged everywhere a person looks."""
+    hook = Webhook()
+    monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", hook.url)
+    try:
+        key = settings.landing_prefix + "2026-11-23/defaulted amounts.csv"
+        s3.put_object(
+            Bucket=settings.s3_bucket, Key=key, Body=to_bytes(good_frame(rows=1000, seed=26).assign(amount=42.0), "csv")
+        )
+        landing_before = _landing_snapshot(s3, settings)
+        events_before = len(asset_events("curated_batches"))
+
+        outcome = run_dag(dagbag, DAG_ID)
+
+        assert outcome.state == "success"
+        assert outcome.states_of("ingest_batch") == {0: "success"}
+        [entry] = read_manifest(s3, settings)
+        assert (entry.status, entry.good_rows, entry.bad_rows) == ("ingested", 1000, 0)
+        [flag] = entry.flags
+        assert (flag["column"], flag["check"], flag["statistic"], flag["observed"]) == ("amount", "spread", "stdev", 0)
+        assert flag["expected"]["min"] > 0
+        assert "flagged by distribution guards: column `amount`: stdev 0" in entry.reason
+        [event] = asset_events("curated_batches")[events_before:]
+        assert event["flags"] == entry.flags
+        report_key = f"{settings.reports_prefix}ingest/{entry.batch_id}/report.json"
+        assert entry.report_uri == settings.s3_uri(report_key)
+        report = get_json(s3, settings.s3_bucket, report_key)
+        assert report is not None
+        assert report["verdict"] == "ingested_flagged"
+        assert report["distribution_guards"] == {"status": "evaluated", "fired": entry.flags}
+        assert keys_under(s3, settings.s3_bucket, settings.quarantine_prefix) == []
+        assert entry.curated_uri is not None
+        curated_key = entry.curated_uri.removeprefix(f"s3://{settings.s3_bucket}/")
+        curated = pd.read_parquet(io.BytesIO(s3.get_object(Bucket=settings.s3_bucket, Key=curated_key)["Body"].read()))
+        assert len(curated) == 1000
+        assert set(curated["amount"]) == {42.0}
+        [alert] = hook.texts()
+        assert f"Batch curated but flagged: {key}" in alert
+        assert "column `amount`: stdev 0 (expected >= " in alert
+        assert entry.curated_uri in alert
+        assert settings.s3_uri(report_key) in alert
+        assert _landing_snapshot(s3, settings) == landing_before
+    finally:
+        hook.close()
+
+
+def test_a_constant_feature_is_quarantined_with_the_quarantine_setting(dagbag, s3, settings, monkeypatch):
+    hook = Webhook()
+    monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", hook.url)
+    monkeypatch.setenv("CT_DISTRIBUTION_GUARD_ACTION", "quarantine")
+    try:
+        key = settings.landing_prefix + "2026-11-23/defaulted.parquet"
+        body = to_bytes(good_frame(rows=1000, seed=27).assign(amount=42.0), "parquet")
+        s3.put_object(Bucket=settings.s3_bucket, Key=key, Body=body)
+
+        outcome = run_dag(dagbag, DAG_ID)
+
+        assert outcome.state == "failed"
+        assert outcome.states_of("ingest_batch") == {0: "failed"}
+        [entry] = read_manifest(s3, settings)
+        assert entry.status == "quarantined"
+        assert entry.reason.startswith(
+            f"{key}: distribution guards fired (CT_DISTRIBUTION_GUARD_ACTION=quarantine): column `amount`: stdev 0"
+        )
+        assert [flag["column"] for flag in entry.flags] == ["amount"]
+        assert keys_under(s3, settings.s3_bucket, settings.curated_prefix) == []
+        folder = f"{settings.quarantine_prefix}{entry.batch_id}/"
+        assert s3.get_object(Bucket=settings.s3_bucket, Key=folder + "defaulted.parquet")["Body"].read() == body
+        report = get_json(s3, settings.s3_bucket, folder + "report.json")
+        assert report is not None
+        assert report["distribution_guards"]["fired"] == entry.flags
+        [alert] = hook.texts()  # the failure alert; no second "flagged" alert
+        assert "Task failed: ingest_new_data.ingest_batch" in alert
+        assert "distribution guards fired" in alert
+    finally:
+        hook.close()

@@ -270,6 +270,8 @@ def test_the_bundled_suite_carries_the_guards_built_from_its_documented_referenc
     bundled = [e for e in suite["expectations"] if e["meta"].get("guard") == GUARD]
     assert "BatchSpec(rows=20000, seed=0)" in suite["meta"]["notes"]
     assert bundled == distribution_guards(generate_batch(BatchSpec(rows=20000, seed=0)), SETTINGS)
+    amount = _bundled_guard("amount")
+    assert (amount["kwargs"]["min_value"], amount["meta"]["reference"]["stdev"]) == (9.979, 78.98)  # README
     assert {(e["kwargs"]["column"], e["meta"]["check"]) for e in bundled} == {
         *((c, "spread") for c in SETTINGS.numeric_columns),
         *((c, "collapse") for c in SETTINGS.categorical_columns),
