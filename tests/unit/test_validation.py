@@ -252,16 +252,17 @@ def test_the_bundled_guards_hold_for_a_thousand_reference_like_batches_of_the_mi
     distinct count) on 1,000 seeded 100-row batches, normal and drifted, stay inside every bound."""
     suite = json.loads(SETTINGS.expectation_suite_path.read_text())
     guards = [e for e in suite["expectations"] if e["meta"].get("guard") == GUARD]
-    pool = pd.concat([generate_batch(BatchSpec(rows=50_000, seed=s, covariate_drift=d)) for s, d in ((5, 0), (6, 1))])
     rows = SETTINGS.distribution_guard_min_rows
-    for index in range(1000):
-        batch = pool.sample(n=rows, random_state=index)
-        for guard in guards:
-            column, bound = guard["kwargs"]["column"], guard["kwargs"]["min_value"]
-            if guard["type"] == "expect_column_stdev_to_be_between":
-                assert batch[column].std() >= bound, (index, column)
-            else:
-                assert batch[column].nunique() >= bound, (index, column)
+    for drift in (0.0, 1.0):
+        pool = generate_batch(BatchSpec(rows=50_000, seed=5, covariate_drift=drift))
+        for index in range(1000):
+            batch = pool.sample(n=rows, random_state=index)
+            for guard in guards:
+                column, bound = guard["kwargs"]["column"], guard["kwargs"]["min_value"]
+                if guard["type"] == "expect_column_stdev_to_be_between":
+                    assert batch[column].std() >= bound, (drift, index, column)
+                else:
+                    assert batch[column].nunique() >= bound, (drift, index, column)
 
 
 def test_the_bundled_suite_carries_the_guards_built_from_its_documented_reference():
@@ -339,6 +340,27 @@ def test_a_null_rate_far_above_the_references_is_flagged(tmp_path):
         }
     )
     assert validate_batch(jumped, strict).batch_rejected
+
+
+def test_a_column_dominated_by_one_value_gets_no_guard_it_would_trip_itself(tmp_path):
+    """99 % "search" referrers and balances that are 0 in 98 % of the accounts: a 100-row batch drawn
+    from that reference is often all "search" or all 0, so neither column gets a spread or collapse guard."""
+    import numpy as np
+
+    settings = load_settings({**ACCOUNTS_ENV, "CT_EXPECTATION_SUITE": str(tmp_path / "accounts.json")})
+    reference = _accounts(5000, null_every=None)
+    rng = np.random.default_rng(3)
+    reference["referrer"] = np.where(rng.random(5000) < 0.99, "search", "friend")
+    reference["balance"] = np.where(rng.random(5000) < 0.98, 0.0, reference["balance"])
+    suite = build_suite_from_reference(reference, settings, "accounts")
+    assert [e for e in suite["expectations"] if e["meta"].get("guard")] == []
+    (tmp_path / "accounts.json").write_text(json.dumps(suite))
+    quiet_day = reference.head(100).assign(referrer="search", balance=0.0)
+    assert validate_batch(quiet_day, settings).success
+
+    balanced = _accounts(5000, null_every=None)  # the same table without the dominance: both guarded
+    checks = {e["meta"].get("check") for e in build_suite_from_reference(balanced, settings, "a")["expectations"]}
+    assert {"spread", "collapse"} <= checks
 
 
 def test_a_suite_built_from_a_categorical_parquet_file_accepts_that_file(tmp_path):
