@@ -7,7 +7,8 @@ version, keyed by a hash of (key, ETag):
   runs can never both win the same object. A claim older than ``claim_timeout`` (its run died) may
   be taken over, again with a conditional write only one run can win.
 - ``done/<entry>.json``: the outcome (``ingested`` or ``quarantined``), with the curated URI or the
-  quarantine report URI, row counts and the suite version.
+  quarantine report URI, row counts, the suite version and the distribution guards that fired
+  (``flags``; a curated batch with flags also has a report under ``reports/ingest/`` and sent an alert).
 
 An object with a ``done`` entry, or a live claim, is never offered again. A landing object that is
 overwritten gets a new ETag and so counts as a new version. Nothing under ``landing/`` is ever
