@@ -305,6 +305,7 @@ def distribution_guards(
     :data:`GUARD_FALSE_ALARM_CHANCE`; a null-rate guard that would allow every row to be null is left out.
     """
     import numpy as np
+    import pandas as pd
 
     rows = settings.distribution_guard_min_rows
     rng = np.random.default_rng(settings.seed)
@@ -333,7 +334,7 @@ def distribution_guards(
         shares = shares[shares > 0]  # a categorical dtype also counts the categories never seen
         if len(shares) < 2 or float(np.sum(shares**rows)) > GUARD_FALSE_ALARM_CHANCE:
             continue
-        if column in settings.numeric_columns:
+        if column in settings.numeric_columns and pd.api.types.is_numeric_dtype(present.dtype):
             numbers = present.to_numpy(dtype=float)
             draws = rng.choice(numbers, size=(samples, rows), replace=True)
             lowest = float(np.std(draws, axis=1, ddof=1).min())
