@@ -52,6 +52,14 @@ def pandas_checks(frame: Any, suite: list[dict[str, Any]]) -> dict[str, int]:
             bad = int((~column.dropna().isin(kw["value_set"])).sum())
         elif kind == "expect_column_values_to_be_unique":
             bad = int(column.duplicated(keep=False).sum())
+        elif kind == "expect_column_stdev_to_be_between":  # a distribution guard: one aggregate each
+            spread = float(column.std())
+            low, high = kw.get("min_value"), kw.get("max_value")
+            bad = int((low is not None and spread < low) or (high is not None and spread > high))
+        elif kind == "expect_column_unique_value_count_to_be_between":
+            distinct = int(column.nunique())
+            low, high = kw.get("min_value"), kw.get("max_value")
+            bad = int((low is not None and distinct < low) or (high is not None and distinct > high))
         else:
             raise ValueError(f"no pandas twin for {kind}")
         failures[f"{index}:{kind}"] = bad
