@@ -56,6 +56,9 @@ def test_a_batch_dated_2099_landed_after_normal_batches_is_quarantined_and_landi
     assert (entries[recent_key].old_rows, entries[old_key].old_rows) == (0, 1500)
     assert entries[old_key].good_rows == 1500
     assert "1500 of 1500 rows have event times before" in entries[old_key].reason
+    bounds = entries[old_key].event_times or {}
+    assert bounds["earliest"] == old["event_time"].min().tz_convert(None).isoformat()
+    assert bounds["oldest_in_window"] > bounds["latest"]  # all of it older than the window at ingest
     events = {e["source_key"]: e for e in asset_events("curated_batches")[events_before:]}
     assert (events[recent_key]["old_rows"], events[old_key]["old_rows"]) == (0, 1500)
 
@@ -122,7 +125,33 @@ def test_a_few_future_rows_within_the_budget_are_quarantined_and_the_rest_curate
     assert _landing(s3, settings) == landing_before == {key: ref.etag}
 
 
-def test_a_curated_batch_after_the_anchor_does_not_move_the_window_and_the_manifest_says_why(s3, settings):
+def test_old_rows_are_curated_counted_and_logged(s3, settings, caplog):
+    frame = generate_batch(BatchSpec(rows=300, seed=145, start=datetime(2026, 10, 1, tzinfo=UTC)))
+    _put(s3, settings, "late.parquet", frame)
+    [ref] = find_new_objects(s3, settings)
+
+    with caplog.at_level(logging.WARNING, logger="include.continuous_training.ingestion"):
+        result = ingest_object(s3, settings, ref, run_id="run-1", ingested_at=datetime(2026, 11, 20, tzinfo=UTC))
+
+    assert (result.status, result.good_rows, result.bad_rows, result.old_rows) == ("ingested", 300, 0, 300)
+    assert result.report_uri is None  # nothing quarantined
+    assert result.event_times == {
+        "ingested_at": "2026-11-20T00:00:00",
+        "latest_allowed": "2026-11-20T01:00:00",
+        "oldest_in_window": "2026-10-21T00:00:00",
+        "earliest": frame["event_time"].min().tz_convert(None).isoformat(),
+        "latest": frame["event_time"].max().tz_convert(None).isoformat(),
+        "future_rows": 0,
+        "old_rows": 300,
+    }
+    assert read_manifest(s3, settings) == [result]
+    [warning] = [r for r in caplog.records if r.name == "include.continuous_training.ingestion"]
+    assert "landing/late.parquet: curated; 300 of 300 rows have event times before 2026-10-21T00:00:00" in (
+        warning.getMessage()
+    )
+
+
+def test_a_curated_batch_after_the_anchor_does_not_move_the_window_and_the_manifest_says_why(s3, settings, caplog):
     """A batch dated 2099 that was curated before these checks existed (here: with the tolerance off)."""
     normal = {
         f"nov{day}.parquet": generate_batch(
@@ -135,7 +164,8 @@ def test_a_curated_batch_after_the_anchor_does_not_move_the_window_and_the_manif
     land_and_curate(s3, unguarded, {"2099.parquet": generate_batch(BatchSpec(rows=2000, seed=154, start=FUTURE))})
     newest_normal = normal["nov3.parquet"]["event_time"].max().tz_convert(None)
 
-    at_run_time = assemble_training_data(s3, settings, not_after=datetime(2026, 12, 1, tzinfo=UTC))
+    with caplog.at_level(logging.INFO, logger="include.continuous_training.training"):
+        at_run_time = assemble_training_data(s3, settings, not_after=datetime(2026, 12, 1, tzinfo=UTC))
 
     manifest = read_json_uri(s3, settings, at_run_time["manifest_uri"])
     assert manifest["window"]["end"] == newest_normal.isoformat()
@@ -148,6 +178,13 @@ def test_a_curated_batch_after_the_anchor_does_not_move_the_window_and_the_manif
     assert poisoned["out_reason"] == "all events after the window end"
     assert (poisoned["rows"], poisoned["rows_in_window"], poisoned["rows_after_end"]) == (2000, 0, 2000)
     assert all(b["in_window"] and b["rows_in_window"] == 2000 for k, b in batches.items() if "nov" in k)
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(
+        f"training window {manifest['window']['start']} .. {manifest['window']['end']} (30 days)" in line
+        and "at or before 2026-12-01T00:00:00: 6000 rows from 3 of 4 curated batches; 2000 rows after" in line
+        for line in logged
+    ), logged
+    assert any("(landing/2099.parquet) is out of the window: all events after the window end" in m for m in logged)
     holdout = _parquet(s3, settings, at_run_time["holdout_uri"].removeprefix(f"s3://{settings.s3_bucket}/"))
     assert holdout["event_time"].max() == newest_normal
     # Without a run time (a library call), "now" is the bound: the same rows, the same window, the same hash.
@@ -193,7 +230,7 @@ def test_with_the_warn_setting_a_shrunk_window_trains_and_says_so_loudly(s3, set
         data = assemble_training_data(s3, warn)
 
     assert sum(data["rows"].values()) == 1000
-    [loud] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    [loud] = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("include.")]
     assert "WINDOW SHRANK" in loud.getMessage()
     assert "holds 1,000 rows, the previous training had 8,000 (12%)" in loud.getMessage()
     assert any(
@@ -202,3 +239,13 @@ def test_with_the_warn_setting_a_shrunk_window_trains_and_says_so_loudly(s3, set
     manifest = read_json_uri(s3, warn, data["manifest_uri"])
     assert manifest["window_check"]["verdict"] == "shrank"
     assert (manifest["window_check"]["rows"], manifest["window_check"]["previous_rows"]) == (1000, 8000)
+
+    # The shrunk window is the baseline for the next new data: 1,000 more rows make it grow again.
+    now = datetime.now(UTC)
+    land_and_curate(
+        s3, settings, {"c.parquet": generate_batch(BatchSpec(rows=1000, seed=163, start=now - timedelta(days=1)))}
+    )
+    grown = read_json_uri(s3, settings, assemble_training_data(s3, settings)["manifest_uri"])
+    assert grown["window_check"]["verdict"] == "ok"
+    assert grown["window_check"]["previous_manifest_uri"] == data["manifest_uri"]
+    assert "holds 2,000 rows, the previous training had 1,000 (200%)" in grown["window_check"]["reason"]
