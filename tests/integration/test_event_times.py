@@ -249,3 +249,27 @@ def test_with_the_warn_setting_a_shrunk_window_trains_and_says_so_loudly(s3, set
     assert grown["window_check"]["verdict"] == "ok"
     assert grown["window_check"]["previous_manifest_uri"] == data["manifest_uri"]
     assert "holds 2,000 rows, the previous training had 1,000 (200%)" in grown["window_check"]["reason"]
+
+
+def test_through_the_dag_a_shrunk_window_fails_the_first_task_at_once_and_alerts(s3, settings, airflow_db, monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.conftest import DAGS_FOLDER
+    from tests.integration.conftest import Webhook
+
+    _two_batches_a_month_apart(s3, settings)  # the previous training: 8,000 rows; now 1,000 in the window
+    hook = Webhook()
+    try:
+        monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", hook.url)
+        monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", f"shrink-{datetime.now(UTC):%H%M%S%f}")
+        outcome = run_dag(DagBag(dag_folder=str(DAGS_FOLDER)), "train_and_deploy")
+        texts = hook.texts()
+    finally:
+        hook.close()
+
+    assert outcome.state == "failed"
+    assert outcome.states_of("assemble_training_data") == {-1: "failed"}  # DataError: no retry
+    assert outcome.states_of("train_challenger") == {-1: "upstream_failed"}
+    [alert] = texts
+    assert "Task failed: train_and_deploy.assemble_training_data" in alert
+    assert "holds 1,000 rows, the previous training had 8,000 (12%)" in alert
