@@ -314,7 +314,7 @@ def assemble_training_data(
     shrink = check_window_shrink(n, window, previous, previous_uri, settings)
     manifest["window_check"] = shrink.as_dict()
     if shrink.verdict == "shrank":
-        out_list = "; ".join(f"{b['source_key']}: {b['out_reason']}" for b in out[:3]) or "none out"
+        out_list = "; ".join(f"{b['source_key']}: {b['out_reason']}" for b in out[:3]) or "none wholly out"
         message = f"{shrink.reason}; batches out of the window: {out_list}"
         if settings.window_shrink_action == "fail":
             raise WindowShrank(
