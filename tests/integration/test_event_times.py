@@ -230,7 +230,7 @@ def test_with_the_warn_setting_a_shrunk_window_trains_and_says_so_loudly(s3, set
         data = assemble_training_data(s3, warn)
 
     assert sum(data["rows"].values()) == 1000
-    [loud] = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("include.")]
+    [loud] = [r for r in caplog.records if r.levelno == logging.WARNING and r.name.endswith(".training")]
     assert "WINDOW SHRANK" in loud.getMessage()
     assert "holds 1,000 rows, the previous training had 8,000 (12%)" in loud.getMessage()
     assert any(
