@@ -261,7 +261,11 @@ def test_through_the_dag_a_shrunk_window_fails_the_first_task_at_once_and_alerts
     hook = Webhook()
     try:
         monkeypatch.setenv("CT_ALERT_WEBHOOK_URL", hook.url)
-        monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", f"shrink-{datetime.now(UTC):%H%M%S%f}")
+        # Its own model and no deployment, so that a regression that lets the run go on touches nothing shared.
+        suffix = f"shrink-{datetime.now(UTC):%H%M%S%f}"
+        monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", suffix)
+        monkeypatch.setenv("CT_MODEL_NAME", suffix)
+        monkeypatch.setenv("CT_DEPLOYMENT_TARGET", "none")
         outcome = run_dag(DagBag(dag_folder=str(DAGS_FOLDER)), "train_and_deploy")
         texts = hook.texts()
     finally:
