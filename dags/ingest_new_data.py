@@ -12,7 +12,8 @@ Takes new files from S3 `landing/` in, validated, and hands them to training.
    - valid: writes Parquet to `curated/batch_id=…/` and emits an event on the `curated_batches`
      Asset (`extra`: batch id, rows, URI), which schedules `train_and_deploy`;
    - a few bad rows (within `CT_BAD_ROW_BUDGET`): those rows go to `quarantine/…/rows.parquet`
-     with a report, the rest is curated;
+     with a report, the rest is curated; a row whose event time is after the ingest time plus
+     `CT_MAX_FUTURE_SKEW_MINUTES` is a bad row, one older than the training window is only counted;
    - valid, but a distribution guard fired (a feature constant, a category alone, nulls far above
      the reference's): curated and flagged (`extra.flags`, report, alert), or quarantined with
      `CT_DISTRIBUTION_GUARD_ACTION=quarantine`;

@@ -7,8 +7,10 @@ Retrains the XGBoost classifier and promotes it only when it earns it.
 by hand (the trigger form shows the Params below), or from `monitor_drift` (conf carries the reason,
 the drift report URI and its decision). One run at a time.
 
-1. **assemble_training_data**: curated batches in the window → train / validation / holdout (the
-   newest rows), a data manifest with a content hash; only S3 URIs move on.
+1. **assemble_training_data**: curated batches in the window (ending at the newest event at or
+   before this run's time, so no batch can push it) → train / validation / holdout (the newest
+   rows), a data manifest (the window, each batch in or out and why, a content hash); a window that
+   lost most of the previous training's rows fails (`CT_WINDOW_SHRINK_*`); only S3 URIs move on.
 2. **train_challenger**: XGBoost `hist` with early stopping, on queue and pool `gpu`; `device="cuda"`
    when the worker sees a CUDA device, else `cpu` (the log says which and why). Logged to MLflow with
    the model (UBJ), its feature spec, signature, input example, data manifest, git commit, library

@@ -53,6 +53,8 @@ DEFAULT_CATEGORICAL_COLUMNS = ("merchant_category", "channel", "country")
 DEPLOYMENT_TARGETS = ("local", "none")
 # What happens to a batch that trips a distribution guard (validation.py).
 DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
+# What a training window that lost most of its rows does: stop the run, or say so loudly and train.
+WINDOW_SHRINK_ACTIONS = ("fail", "warn")
 
 VariableLookup = Callable[[str], str | None]
 """Returns the value of the Airflow Variable with that name, or None when there is none."""
@@ -220,6 +222,24 @@ class Settings:
         "CT_DISTRIBUTION_GUARD_MIN_ROWS",
         "batches with fewer rows are not checked by the distribution guards (too few rows to tell); at least 2",
     )
+    # Event times against the clock (issue 14): a batch cannot move the training window by lying about time.
+    max_future_skew_minutes: float = _setting(
+        60.0,
+        "CT_MAX_FUTURE_SKEW_MINUTES",
+        "rows whose event time is later than the ingest time plus this are bad rows (under `CT_BAD_ROW_BUDGET`); "
+        "rows older than `CT_TRAINING_WINDOW_DAYS` before the ingest time are only counted",
+    )
+    window_shrink_tolerance: float = _setting(
+        0.5,
+        "CT_WINDOW_SHRINK_TOLERANCE",
+        "a training window holding less than this share of the previous training's rows (same window length) "
+        "trips `CT_WINDOW_SHRINK_ACTION`; 0 turns the check off, in [0, 1]",
+    )
+    window_shrink_action: str = _setting(
+        "fail",
+        "CT_WINDOW_SHRINK_ACTION",
+        "`fail`: such an assembly fails without retries and writes nothing; `warn`: a warning, and it trains",
+    )
     sensor_poke_seconds: float = _setting(
         60.0, "CT_SENSOR_POKE_SECONDS", "how often the new-data trigger lists the landing prefix"
     )
@@ -227,7 +247,9 @@ class Settings:
         3300.0, "CT_SENSOR_TIMEOUT_SECONDS", "how long one ingest run waits for new data"
     )
     training_window_days: int = _setting(
-        30, "CT_TRAINING_WINDOW_DAYS", "curated batches with events in the last N days train the model"
+        30,
+        "CT_TRAINING_WINDOW_DAYS",
+        "the training window: N days ending at the newest event at or before the run's time",
     )
     holdout_fraction: float = _setting(0.2, "CT_HOLDOUT_FRACTION", "newest rows held out for the gates")
     validation_fraction: float = _setting(
@@ -332,6 +354,14 @@ class Settings:
         if not all(0 < f < 1 for f in fractions) or sum(fractions) >= 0.9:
             raise SettingsError(
                 "CT_HOLDOUT_FRACTION and CT_VALIDATION_FRACTION must be in (0, 1) and leave rows to train on"
+            )
+        if self.max_future_skew_minutes < 0:
+            raise SettingsError(f"CT_MAX_FUTURE_SKEW_MINUTES must be >= 0, got {self.max_future_skew_minutes}")
+        if not 0.0 <= self.window_shrink_tolerance <= 1.0:
+            raise SettingsError(f"CT_WINDOW_SHRINK_TOLERANCE must be in [0, 1], got {self.window_shrink_tolerance}")
+        if self.window_shrink_action not in WINDOW_SHRINK_ACTIONS:
+            raise SettingsError(
+                f"CT_WINDOW_SHRINK_ACTION {self.window_shrink_action!r}: expected one of {WINDOW_SHRINK_ACTIONS}"
             )
         if self.deployment_target not in DEPLOYMENT_TARGETS:
             raise SettingsError(

@@ -44,7 +44,7 @@ from include.continuous_training.storage import (
 if TYPE_CHECKING:
     import pandas as pd
 
-    from include.continuous_training.validation import GuardFlag
+    from include.continuous_training.validation import EventTimeCheck, GuardFlag
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,11 @@ class IngestResult:
     reason: str
     # Distribution guards that fired (validation.GuardFlag.as_dict()): column, check, observed vs expected.
     flags: list[dict[str, Any]] = field(default_factory=list)
+    # Event times against the ingest time: rows after it (+ skew) are among ``bad_rows``; rows older
+    # than the training window are only counted. Absent in entries written before these checks.
+    future_rows: int = 0
+    old_rows: int = 0
+    event_times: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**vars(self), "source": self.source.as_dict()}
@@ -88,6 +93,8 @@ class IngestResult:
             "uri": self.curated_uri,
             "source_key": self.source.key,
             "flags": self.flags,
+            "future_rows": self.future_rows,
+            "old_rows": self.old_rows,
         }
 
     @classmethod
@@ -207,25 +214,28 @@ def read_manifest(client: S3Client, settings: Settings) -> list[IngestResult]:
     return sorted(results, key=lambda r: r.source.key)
 
 
-def ingest_object(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) -> IngestResult:
+def ingest_object(
+    client: S3Client, settings: Settings, ref: ObjectRef, run_id: str, *, ingested_at: datetime | None = None
+) -> IngestResult:
     """Claim, validate and curate (or quarantine) one landing object version.
 
     Returns the :class:`IngestResult` for an ingested batch. Raises :class:`BatchQuarantined`
     (with a one-line reason naming the object and where it went) when the batch was quarantined,
     and :class:`AlreadyClaimed` when another run is processing it. Re-running for an object that
     already has an outcome returns (or raises) that same outcome without writing anything.
+    Event times are checked against ``ingested_at`` (default: now).
     """
     previous = recorded_result(client, settings, ref)
     if previous is None:
         claim_object(client, settings, ref, run_id)
         previous = recorded_result(client, settings, ref)  # a run may have finished it meanwhile
-    result = previous or _process(client, settings, ref, run_id)
+    result = previous or _process(client, settings, ref, run_id, ingested_at or datetime.now(UTC))
     if result.status == "quarantined":
         raise BatchQuarantined(result.reason)
     return result
 
 
-def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) -> IngestResult:
+def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str, ingested_at: datetime) -> IngestResult:
     from include.continuous_training.validation import UnreadableBatchError, read_batch, validate_batch
 
     batch_id = batch_id_for(ref)
@@ -233,7 +243,7 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
         "batch_id": batch_id,
         "source": ref.as_dict(),
         "dag_run_id": run_id,
-        "checked_at": datetime.now(UTC).isoformat(),
+        "checked_at": ingested_at.isoformat(),
     }
     if ref.size > settings.max_batch_bytes:
         reason = (
@@ -248,12 +258,14 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
             client, settings, ref, {**base, "reason": f"unreadable: {error}", "rows": None}, rows=0
         )
     del data
-    outcome = validate_batch(frame, settings)
+    outcome = validate_batch(frame, settings, ingested_at=ingested_at)
+    times = outcome.event_times
     report = {**base, **outcome.as_report(), "example_rows": _examples(frame, outcome.bad_row_index)}
     flags = [flag.as_dict() for flag in outcome.flags]
     if outcome.batch_rejected:
-        return _quarantine_batch(client, settings, ref, report, rows=outcome.rows, flags=flags)
+        return _quarantine_batch(client, settings, ref, report, rows=outcome.rows, flags=flags, times=times)
 
+    old_note = times.old_rows_note(outcome.rows) if times else ""
     good = frame.drop(index=frame.index[outcome.bad_row_index]) if outcome.bad_row_index else frame
     report_uri = None
     if outcome.bad_row_index:
@@ -280,11 +292,16 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str) 
         bad_rows=len(outcome.bad_row_index),
         curated_uri=settings.s3_uri(curated_key),
         report_uri=report_uri,
-        reason=outcome.reason,
+        reason=outcome.reason + old_note,
         flags=flags,
+        future_rows=times.future_rows if times else 0,
+        old_rows=times.old_rows if times else 0,
+        event_times=times.as_report() if times else None,
     )
     if flags:
         _alert_flagged(settings, result, outcome.flags)
+    if old_note:
+        log.warning("%s: curated%s", ref.key, old_note)
     _record(client, settings, result, outcome.suite.version)
     return result
 
@@ -317,6 +334,7 @@ def _quarantine_batch(
     report: dict[str, Any],
     rows: int,
     flags: list[dict[str, Any]] | None = None,
+    times: EventTimeCheck | None = None,
 ) -> IngestResult:
     """Copy the whole object to quarantine with a report; landing stays as it was."""
     folder = _quarantine_dir(settings, ref)
@@ -340,6 +358,9 @@ def _quarantine_batch(
         report_uri=settings.s3_uri(report_key),
         reason=reason,
         flags=flags or [],
+        future_rows=times.future_rows if times else 0,
+        old_rows=times.old_rows if times else 0,
+        event_times=times.as_report() if times else None,
     )
     suite_version = report.get("suite", {}).get("version") if isinstance(report.get("suite"), dict) else None
     _record(client, settings, result, suite_version)

@@ -1,9 +1,11 @@
 """Assemble the training data from curated batches, and train the XGBoost challenger.
 
-- :func:`assemble_training_data` reads the curated batches that overlap the training window, records a
-  data manifest (batch ids, ETags, row counts, a content hash), and makes a time-based split: the
-  newest rows are the holdout, the slice before them validation, the rest train. The splits are
-  written to ``training/<data_hash>/`` so a re-run writes the same objects, and only URIs move on.
+- :func:`assemble_training_data` reads the curated batches, cuts the training window (anchored on the
+  newest event at or before the run's time, so no batch can push it), records a data manifest (the
+  window, every batch in or out and why, ETags, row counts, a content hash), checks the window did
+  not lose most of the previous training's rows, and makes a time-based split: the newest rows are
+  the holdout, the slice before them validation, the rest train. The splits are written to
+  ``training/<data_hash>/`` so a re-run writes the same objects, and only URIs move on.
 - :func:`train_challenger` trains with ``hist`` and early stopping on validation, on ``cuda`` when
   a CUDA device is visible (:func:`select_device`) and on ``cpu`` otherwise, and logs everything a
   reviewer needs to MLflow: params, per-round metrics, the model in XGBoost's UBJ format with its
@@ -20,10 +22,12 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
 from include.continuous_training.devices import cuda_device_count, select_device
@@ -63,6 +67,159 @@ class NothingCuratedYet(NothingToDo):
 
 
 # -- assembling the data --------------------------------------------------------------------------
+class WindowShrank(TrainingDataError):
+    """The window holds far fewer rows than the previous training's (``CT_WINDOW_SHRINK_ACTION=fail``)."""
+
+
+@dataclass(frozen=True)
+class TrainingWindow:
+    """Where a training window lies, and why there: ``days`` ending at the newest event at or before
+    ``not_after`` (the run's time). Timestamps are tz-naive UTC, as curated data holds them."""
+
+    start: pd.Timestamp
+    end: pd.Timestamp
+    days: int
+    not_after: pd.Timestamp
+
+    def contains(self, times: pd.Series) -> pd.Series:
+        return (times > self.start) & (times <= self.end)
+
+    def describe(self) -> str:
+        return f"{self.start.isoformat()} .. {self.end.isoformat()} ({self.days} days)"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "start": self.start.isoformat(),
+            "end": self.end.isoformat(),
+            "days": self.days,
+            "anchor": "newest event at or before not_after",
+        }
+
+
+def training_window(
+    frames: Sequence[pd.DataFrame], timestamp_column: str, days: int, not_after: datetime
+) -> TrainingWindow:
+    """The window over ``frames``: it ends at their newest event at or before ``not_after``.
+
+    Anchored there, and never on the newest event overall, one batch dated far ahead (2099) cannot
+    drag the window away from every other batch: rows after ``not_after`` are simply out. Raises
+    :class:`TrainingDataError` when no event lies at or before ``not_after``.
+    """
+    import pandas as pd
+
+    limit = pd.Timestamp(not_after)
+    limit = limit.tz_convert("UTC").tz_localize(None) if limit.tzinfo else limit
+    newest = [times[times <= limit].max() for times in (frame[timestamp_column] for frame in frames)]
+    candidates = [t for t in newest if not pd.isna(t)]
+    if not candidates:
+        total = sum(len(frame) for frame in frames)
+        raise TrainingDataError(
+            f"no curated event at or before {limit.isoformat()} (the run's time): all {total:,} curated rows "
+            "lie after it or have no time; nothing to train on"
+        )
+    end = max(candidates)
+    return TrainingWindow(start=end - pd.Timedelta(days=days), end=end, days=days, not_after=limit)
+
+
+def batch_in_window(frame: pd.DataFrame, timestamp_column: str, window: TrainingWindow) -> dict[str, Any]:
+    """How many of a batch's rows the window holds, how many lie before / after it, and why it is out."""
+    times = frame[timestamp_column]
+    inside = int(window.contains(times).sum())
+    before, after = int((times <= window.start).sum()), int((times > window.end).sum())
+    counts: dict[str, Any] = {
+        "rows_in_window": inside,
+        "rows_before_start": before,
+        "rows_after_end": after,
+        "in_window": inside > 0,
+    }
+    if inside:
+        return counts
+    if not len(frame):
+        reason = "no rows"
+    elif after == len(frame):
+        reason = "all events after the window end"
+    elif before == len(frame):
+        reason = "no events in window: all before its start"
+    else:
+        reason = f"no events in window: {before:,} before its start, {after:,} after its end"
+    return {**counts, "out_reason": reason}
+
+
+@dataclass(frozen=True)
+class WindowShrinkCheck:
+    """The window against the previous training's: the inputs, the threshold, the verdict and why."""
+
+    rows: int
+    previous_rows: int | None
+    previous_manifest_uri: str | None
+    tolerance: float
+    action: str
+    verdict: Literal["ok", "shrank", "not compared"]
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+
+def check_window_shrink(
+    rows: int,
+    window: TrainingWindow,
+    previous: dict[str, Any] | None,
+    previous_uri: str | None,
+    settings: Settings,
+) -> WindowShrinkCheck:
+    """Did the window lose most of its rows compared with the previous training (``previous``, its manifest)?
+
+    Compared only when the previous window had the same length: a run asking for a shorter
+    ``window_days`` means to train on less. ``CT_WINDOW_SHRINK_TOLERANCE=0`` turns the check off.
+    """
+    tolerance, action = settings.window_shrink_tolerance, settings.window_shrink_action
+
+    def record(verdict: Literal["ok", "shrank", "not compared"], reason: str, before: int | None) -> WindowShrinkCheck:
+        return WindowShrinkCheck(rows, before, previous_uri, tolerance, action, verdict, reason)
+
+    if tolerance <= 0:
+        return record("not compared", "CT_WINDOW_SHRINK_TOLERANCE=0: the check is off", None)
+    if previous is None:
+        return record("not compared", "no previous training under the training prefix", None)
+    before = sum(int(n) for n in previous.get("rows", {}).values())
+    days = previous.get("window", {}).get("days")
+    if days != window.days:
+        return record("not compared", f"the previous training used a {days}-day window, this one {window.days}", before)
+    share = rows / before if before else 1.0
+    figures = f"window {window.describe()} holds {rows:,} rows, the previous training had {before:,} ({share:.0%})"
+    if share >= tolerance:
+        return record("ok", figures, before)
+    return record(
+        "shrank",
+        f"{figures}: below CT_WINDOW_SHRINK_TOLERANCE={tolerance:g} of it (previous manifest {previous_uri})",
+        before,
+    )
+
+
+def latest_training_manifest(
+    client: S3Client, settings: Settings, other_than: str | None = None
+) -> tuple[str, dict[str, Any]] | None:
+    """The newest ``manifest.json`` under the training prefix (by write time), and its URI; None if none.
+
+    ``other_than``: a data hash whose folder is skipped (a re-run of the same data compares with the
+    training before it, not with itself).
+    """
+    newest: tuple[datetime, str] | None = None
+    paginator = client.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=settings.training_prefix):
+        for item in page.get("Contents", []):
+            key = item["Key"]
+            if not key.endswith("/manifest.json") or (other_than and key.endswith(f"/{other_than}/manifest.json")):
+                continue
+            if newest is None or item["LastModified"] > newest[0]:
+                newest = (item["LastModified"], key)
+    if newest is None:
+        return None
+    uri = settings.s3_uri(newest[1])
+    return uri, read_json_uri(client, settings, uri)
+
+
 def assemble_training_data(
     client: S3Client,
     settings: Settings,
@@ -71,8 +228,12 @@ def assemble_training_data(
 ) -> TrainingData:
     """Build train / validation / holdout from curated batches; return their URIs and the manifest.
 
-    The window ends at the newest curated event (never after ``not_after``) and reaches back
-    ``window_days`` (default ``CT_TRAINING_WINDOW_DAYS``).
+    The window reaches back ``window_days`` (default ``CT_TRAINING_WINDOW_DAYS``) from the newest
+    curated event at or before ``not_after`` (the run's time; default now): rows after it are out,
+    so no batch can push the window. The manifest states the window and, for every curated batch,
+    whether it is in and why not. A window holding less than ``CT_WINDOW_SHRINK_TOLERANCE`` of the
+    previous training's rows raises :class:`WindowShrank` (``CT_WINDOW_SHRINK_ACTION=fail``, writing
+    nothing) or logs a warning (``warn``).
     """
     import pandas as pd
 
@@ -82,7 +243,9 @@ def assemble_training_data(
     batches = [entry for entry in read_manifest(client, settings) if entry.status == "ingested" and entry.curated_uri]
     if not batches:
         raise NoCuratedData("no curated batches yet: ingest data before training")
-    frames, used = [], []
+    ts = settings.timestamp_column
+    frames: list[pd.DataFrame] = []
+    used: list[dict[str, Any]] = []
     for entry in batches:
         assert entry.curated_uri is not None
         key = key_of(settings, entry.curated_uri)
@@ -97,16 +260,28 @@ def assemble_training_data(
                 "rows": len(frame),
             }
         )
-    data = pd.concat(frames, ignore_index=True)
-    ts = settings.timestamp_column
-    end = data[ts].max()
-    if not_after is not None:  # curated timestamps are tz-naive UTC
-        limit = pd.Timestamp(not_after)
-        end = min(end, limit.tz_convert("UTC").tz_localize(None) if limit.tzinfo else limit)
-    start = end - pd.Timedelta(days=days)
-    data = data[(data[ts] > start) & (data[ts] <= end)]
+    window = training_window(frames, ts, days, not_after or datetime.now(UTC))
+    for batch, frame in zip(used, frames, strict=True):
+        batch.update(batch_in_window(frame, ts, window))
+    data = pd.concat([frame[window.contains(frame[ts])] for frame in frames], ignore_index=True)
+    del frames
     data = data.drop_duplicates(subset=[settings.id_column], keep="last")
     data = data.sort_values([ts, settings.id_column], kind="mergesort").reset_index(drop=True)
+    start, end = window.start, window.end
+    out = [b for b in used if not b["in_window"]]
+    after_end = sum(int(b["rows_after_end"]) for b in used)
+    log.info(
+        "training window %s, anchored on the newest event at or before %s: %d rows from %d of %d curated "
+        "batches; %d rows after the window end left out",
+        window.describe(),
+        window.not_after.isoformat(),
+        len(data),
+        len(used) - len(out),
+        len(used),
+        after_end,
+    )
+    for batch in out:
+        log.info("batch %s (%s) is out of the window: %s", batch["batch_id"], batch["source_key"], batch["out_reason"])
 
     n = len(data)
     n_holdout = round(n * settings.holdout_fraction)
@@ -116,17 +291,9 @@ def assemble_training_data(
         "validation": data.iloc[n - n_holdout - n_valid : n - n_holdout],
         "holdout": data.iloc[n - n_holdout :],
     }
-    for name, split in splits.items():
-        classes = {int(c) for c in split[settings.label_column].unique()}  # not np.int64(0) in the message
-        if len(split) < 50 or classes != {0, 1}:
-            raise TrainingDataError(
-                f"{name} split has {len(split)} rows and classes {sorted(classes)} in the window "
-                f"{start} .. {end}: need >= 50 rows with both classes; ingest more data or widen window_days"
-            )
-
-    manifest = {
+    manifest: dict[str, Any] = {
         "batches": sorted(used, key=lambda b: str(b["batch_id"])),
-        "window": {"start": start.isoformat(), "end": end.isoformat(), "days": days},
+        "window": window.as_dict(),
         "rows": {name: len(split) for name, split in splits.items()},
         "positive_rate": {name: float(split[settings.label_column].mean()) for name, split in splits.items()},
         "features": list(settings.feature_columns),
@@ -137,8 +304,35 @@ def assemble_training_data(
             "order": [ts, settings.id_column],
         },
     }
+    # The hash covers the data and how it was cut, not the run's time or the previous training:
+    # a later run over the same rows writes the same folder.
     data_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
     manifest["data_hash"] = data_hash
+    manifest["window"]["not_after"] = window.not_after.isoformat()
+
+    previous_uri, previous = latest_training_manifest(client, settings, other_than=data_hash) or (None, None)
+    shrink = check_window_shrink(n, window, previous, previous_uri, settings)
+    manifest["window_check"] = shrink.as_dict()
+    if shrink.verdict == "shrank":
+        out_list = "; ".join(f"{b['source_key']}: {b['out_reason']}" for b in out[:3]) or "none wholly out"
+        message = f"{shrink.reason}; batches out of the window: {out_list}"
+        if settings.window_shrink_action == "fail":
+            raise WindowShrank(
+                f"{message}; nothing written. If the smaller window is right, set CT_WINDOW_SHRINK_ACTION=warn "
+                "(or CT_WINDOW_SHRINK_TOLERANCE lower) and run again"
+            )
+        log.warning("WINDOW SHRANK (CT_WINDOW_SHRINK_ACTION=warn, training anyway): %s", message)
+    else:
+        log.info("window check: %s (%s)", shrink.verdict, shrink.reason)
+
+    for name, split in splits.items():
+        classes = {int(c) for c in split[settings.label_column].unique()}  # not np.int64(0) in the message
+        if len(split) < 50 or classes != {0, 1}:
+            raise TrainingDataError(
+                f"{name} split has {len(split)} rows and classes {sorted(classes)} in the window "
+                f"{start} .. {end}: need >= 50 rows with both classes; ingest more data or widen window_days"
+            )
+
     folder = f"{settings.training_prefix}{data_hash}/"
     uris = {}
     for name, split in splits.items():

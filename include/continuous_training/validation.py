@@ -13,6 +13,9 @@ for a user's own table. Expectations fall in two kinds:
   that is valid row by row but silently broken upstream (``amount`` = 42.0 on every row). A batch
   that trips one is curated and flagged (``CT_DISTRIBUTION_GUARD_ACTION=flag``, the default) or
   quarantined (``quarantine``); batches under ``CT_DISTRIBUTION_GUARD_MIN_ROWS`` rows are not guarded.
+
+Event times are also checked against the ingest time (:func:`check_event_times`): a row from the
+future is a row-level failure under the same budget; rows older than the training window are counted.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import json
 import math
 from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +139,7 @@ class ValidationOutcome:
     reason: str
     flags: list[GuardFlag] = field(default_factory=list)
     guards: str = "evaluated"
+    event_times: EventTimeCheck | None = None
 
     @property
     def success(self) -> bool:
@@ -149,6 +154,7 @@ class ValidationOutcome:
             "reason": self.reason,
             "failed_expectations": [vars(f) for f in self.failures],
             "distribution_guards": {"status": self.guards, "fired": [f.as_dict() for f in self.flags]},
+            "event_times": self.event_times.as_report() if self.event_times else None,
         }
 
 
@@ -384,18 +390,20 @@ def _exp(kind: str, **kwargs: Any) -> dict[str, Any]:
 
 
 # -- validating ----------------------------------------------------------------------------------
-def validate_batch(frame: pd.DataFrame, settings: Settings) -> ValidationOutcome:
+def validate_batch(frame: pd.DataFrame, settings: Settings, ingested_at: datetime | None = None) -> ValidationOutcome:
     """Run the suite on ``frame`` and decide: pass, quarantine some rows, or quarantine the batch.
 
-    Distribution guards that fire are returned as ``flags``; with
-    ``CT_DISTRIBUTION_GUARD_ACTION=quarantine`` they also reject a batch the hard expectations passed.
+    Event times later than ``ingested_at`` (default: now) plus ``CT_MAX_FUTURE_SKEW_MINUTES`` count
+    as failing rows under the bad-row budget, beside the suite's row-level expectations. Distribution
+    guards that fire are returned as ``flags``; with ``CT_DISTRIBUTION_GUARD_ACTION=quarantine`` they
+    also reject a batch the hard expectations passed.
     """
     suite, info = load_suite(settings.expectation_suite_path)
     results = _run(frame, suite, "SUMMARY")
     rows = len(frame)
     flags, guards = _guard_flags([r for r in results if _is_guard(r)], rows, settings)
     flags = [f if f.column is None or f.column in frame.columns else replace(f, error="column missing") for f in flags]
-    outcome = _judge(frame, [r for r in results if not _is_guard(r)], info, settings)
+    outcome = _judge(frame, [r for r in results if not _is_guard(r)], info, settings, ingested_at)
     outcome.flags, outcome.guards = flags, guards
     if flags and not outcome.batch_rejected:
         fired = "; ".join(f.describe() for f in flags[:3])
@@ -408,44 +416,52 @@ def validate_batch(frame: pd.DataFrame, settings: Settings) -> ValidationOutcome
     return outcome
 
 
-def _judge(frame: pd.DataFrame, results: list[Any], info: SuiteInfo, settings: Settings) -> ValidationOutcome:
+def _judge(
+    frame: pd.DataFrame, results: list[Any], info: SuiteInfo, settings: Settings, ingested_at: datetime | None
+) -> ValidationOutcome:
     """The hard expectations' verdict: pass, quarantine the failing rows, or quarantine the batch."""
     failures = [_failure(r) for r in results if not r.success]
     for failure in failures:
         if failure.column is not None and failure.column not in frame.columns:
             failure.error = "column missing"
+    times = check_event_times(frame, settings, ingested_at)
+    future = future_event_times_failure(frame, settings, times)
+    if future is not None:
+        failures.insert(0, future)  # first: the reason names it
     rows = len(frame)
     if not failures:
-        return ValidationOutcome(rows, info, [], [], False, "all expectations passed")
+        return ValidationOutcome(rows, info, [], [], False, "all expectations passed", event_times=times)
 
     batch_level = [f for f in failures if not f.row_level or f.error]
     total_unexpected = sum(f.unexpected_count or 0 for f in failures)
     budget_rows = int(settings.bad_row_budget * rows)
     if batch_level:
         reason = "; ".join(f.describe() for f in batch_level[:3])
-        return ValidationOutcome(rows, info, failures, [], True, reason)
+        return ValidationOutcome(rows, info, failures, [], True, reason, event_times=times)
     if total_unexpected > budget_rows:
         share = total_unexpected / max(rows, 1)
         reason = (
             f"{total_unexpected} failing row checks ({share:.1%}) exceed the bad-row budget of "
             f"{settings.bad_row_budget:.1%}: " + "; ".join(f.describe() for f in failures[:3])
         )
-        return ValidationOutcome(rows, info, failures, [], True, reason)
+        return ValidationOutcome(rows, info, failures, [], True, reason, event_times=times)
 
     # Within budget: ask GX again, for the failing expectations only, which rows they were.
     import great_expectations as gx
 
-    failing_suite = gx.ExpectationSuite(
-        name=f"{info.name}-failing",
-        expectations=[_exp(f.expectation, **f.kwargs) for f in failures],
-    )
-    bad_index: set[int] = set()
-    for result in _run(frame, failing_suite, "COMPLETE"):
-        bad_index.update(int(i) for i in result.result.get("unexpected_index_list") or [])
+    bad_index: set[int] = set(times.future_index)
+    suite_failures = [f for f in failures if f is not future]
+    if suite_failures:
+        failing_suite = gx.ExpectationSuite(
+            name=f"{info.name}-failing",
+            expectations=[_exp(f.expectation, **f.kwargs) for f in suite_failures],
+        )
+        for result in _run(frame, failing_suite, "COMPLETE"):
+            bad_index.update(int(i) for i in result.result.get("unexpected_index_list") or [])
     reason = f"{len(bad_index)} of {rows} rows failed row-level checks (within budget): " + "; ".join(
         f.describe() for f in failures[:3]
     )
-    return ValidationOutcome(rows, info, failures, sorted(bad_index), False, reason)
+    return ValidationOutcome(rows, info, failures, sorted(bad_index), False, reason, event_times=times)
 
 
 def _is_guard(result: Any) -> bool:
@@ -596,3 +612,142 @@ def _jsonable(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return value
+
+
+# -- event times against the ingest time ----------------------------------------------------------
+FUTURE_EVENT_TIMES = "event_time_not_after_ingest_time"
+
+
+@dataclass(frozen=True)
+class EventTimeCheck:
+    """A batch's event times against the time it was ingested.
+
+    Rows later than ``latest_allowed`` (ingest time + ``CT_MAX_FUTURE_SKEW_MINUTES``) cannot have
+    happened yet: they are bad rows, under the bad-row budget like any other. Rows before
+    ``oldest_in_window`` (ingest time - ``CT_TRAINING_WINDOW_DAYS``) are only counted: late data is
+    still data, but a window anchored near the ingest time will not hold them.
+    """
+
+    ingested_at: str
+    latest_allowed: str
+    oldest_in_window: str
+    future_index: list[int]
+    old_rows: int
+    earliest: str | None
+    latest: str | None
+    skew_minutes: float
+    window_days: int
+
+    @property
+    def future_rows(self) -> int:
+        return len(self.future_index)
+
+    def as_report(self) -> dict[str, Any]:
+        return {
+            "ingested_at": self.ingested_at,
+            "latest_allowed": self.latest_allowed,
+            "oldest_in_window": self.oldest_in_window,
+            "earliest": self.earliest,
+            "latest": self.latest,
+            "future_rows": self.future_rows,
+            "old_rows": self.old_rows,
+        }
+
+    def old_rows_note(self, rows: int) -> str:
+        """A clause for the ingest reason when some rows are older than the window ('' when none are)."""
+        if not self.old_rows:
+            return ""
+        return (
+            f"; {self.old_rows} of {rows} rows have event times before {self.oldest_in_window} "
+            f"(ingest time - CT_TRAINING_WINDOW_DAYS={self.window_days}): curated and counted, "
+            "a window ending near the ingest time will not hold them"
+        )
+
+
+@dataclass
+class FutureEventTimes(FailedExpectation):
+    """Rows whose event time lies after the ingest time plus the allowed clock skew (row-level)."""
+
+    rows: int = 0
+    latest_allowed: str = ""
+
+    def describe(self) -> str:
+        shown = ", ".join(repr(v) for v in self.examples[:3])
+        return (
+            f"{self.unexpected_count} of {self.rows} rows have event times after {self.latest_allowed} "
+            f"(ingest time + CT_MAX_FUTURE_SKEW_MINUTES={self.kwargs['skew_minutes']:g}; e.g. {shown})"
+        )
+
+
+def check_event_times(frame: pd.DataFrame, settings: Settings, ingested_at: datetime | None = None) -> EventTimeCheck:
+    """Event times of ``frame`` against ``ingested_at`` (default: now): future rows singled out, old rows counted.
+
+    Timestamps are compared in UTC (tz-naive ones, as :func:`read_batch` leaves them, are UTC); so is
+    a naive ``ingested_at``. Nulls (unparseable times) are left to the suite's not-null expectation. Without a
+    datetime timestamp column (the suite rejects that batch anyway) nothing is flagged.
+    """
+    import numpy as np
+    import pandas as pd
+
+    at = pd.Timestamp(ingested_at or datetime.now(UTC))
+    at = at.tz_convert("UTC").tz_localize(None) if at.tzinfo else at
+    latest_allowed = _shifted(at, minutes=settings.max_future_skew_minutes)
+    oldest_in_window = _shifted(at, days=-settings.training_window_days)
+    column = frame.get(settings.timestamp_column)
+    if column is not None and isinstance(column.dtype, pd.DatetimeTZDtype):
+        column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+    future_index: list[int] = []
+    old_rows = 0
+    earliest = latest = None
+    if column is not None and pd.api.types.is_datetime64_dtype(column.dtype):
+        future_index = [int(i) for i in np.flatnonzero((column > latest_allowed).to_numpy())]
+        old_rows = int((column < oldest_in_window).sum())
+        if column.notna().any():
+            earliest, latest = column.min().isoformat(), column.max().isoformat()
+    return EventTimeCheck(
+        ingested_at=at.isoformat(),
+        latest_allowed=latest_allowed.isoformat(),
+        oldest_in_window=oldest_in_window.isoformat(),
+        future_index=future_index,
+        old_rows=old_rows,
+        earliest=earliest,
+        latest=latest,
+        skew_minutes=settings.max_future_skew_minutes,
+        window_days=settings.training_window_days,
+    )
+
+
+def future_event_times_failure(
+    frame: pd.DataFrame, settings: Settings, check: EventTimeCheck
+) -> FutureEventTimes | None:
+    """The future rows of ``check`` as a row-level failure the bad-row budget counts (None when there are none)."""
+    if not check.future_index:
+        return None
+    values = frame[settings.timestamp_column].iloc[check.future_index[:EXAMPLE_ROWS]]
+    return FutureEventTimes(
+        expectation=FUTURE_EVENT_TIMES,
+        column=settings.timestamp_column,
+        kwargs={
+            "max_value": check.latest_allowed,
+            "ingested_at": check.ingested_at,
+            "skew_minutes": check.skew_minutes,
+            "setting": "CT_MAX_FUTURE_SKEW_MINUTES",
+        },
+        row_level=True,
+        unexpected_count=check.future_rows,
+        unexpected_percent=100.0 * check.future_rows / max(len(frame), 1),
+        examples=[value.isoformat() for value in values],
+        rows=len(frame),
+        latest_allowed=check.latest_allowed,
+    )
+
+
+def _shifted(at: pd.Timestamp, **delta: float) -> pd.Timestamp:
+    """``at`` moved by ``delta``, clamped to what a timestamp can hold (a huge tolerance means "no bound")."""
+    import pandas as pd
+
+    step = next(iter(delta.values()))
+    try:
+        return at + pd.Timedelta(**delta)
+    except (OverflowError, ValueError):  # pandas' OutOfBounds errors are ValueErrors
+        return pd.Timestamp.max if step > 0 else pd.Timestamp.min

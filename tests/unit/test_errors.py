@@ -18,7 +18,7 @@ from include.continuous_training.errors import (
 from include.continuous_training.ingestion import AlreadyClaimed, BatchQuarantined
 from include.continuous_training.run_conf import UnknownConfKeys
 from include.continuous_training.storage import MissingObject, PreconditionFailed
-from include.continuous_training.training import NoCuratedData, NothingCuratedYet, TrainingDataError
+from include.continuous_training.training import NoCuratedData, NothingCuratedYet, TrainingDataError, WindowShrank
 from include.continuous_training.validation import UnreadableBatchError
 
 
@@ -37,6 +37,7 @@ def _outcome(error: Exception) -> type[BaseException]:
     [
         BatchQuarantined("landing/a.csv: bad"),
         TrainingDataError("one class"),
+        WindowShrank("window holds 1,000 rows, the previous training had 8,000 (12%)"),
         NoCuratedData("nothing yet"),
         UnknownConfKeys("window_dayz"),
         UnreadableBatchError("truncated"),
