@@ -381,9 +381,9 @@ def _register_copy_of_champion(settings, s3, name: str, change) -> str:
     ``change(files: dict[relative path, bytes]) -> dict``; registered without alias. Its version."""
     client = tracking_client(settings)
     v1 = client.get_model_version(settings.model_name, "1")
-    assert v1.model_id is not None
+    model_id = v1.model_id or str(v1.source).removeprefix("models:/")  # registered from models:/<model id>
     # The tracking server proxies artifacts (mlflow-artifacts:/<path>) into s3://<bucket>/mlflow/<path>.
-    location = client.get_logged_model(v1.model_id).artifact_location
+    location = client.get_logged_model(model_id).artifact_location
     assert location.startswith("mlflow-artifacts:"), location
     path = urlparse(location).path.strip("/")
     bucket, prefix = settings.s3_bucket, f"mlflow/{path}"
@@ -391,7 +391,9 @@ def _register_copy_of_champion(settings, s3, name: str, change) -> str:
     for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
         files[item["Key"].removeprefix(prefix + "/")] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
     assert "model.ubj" in files, sorted(files)
-    copy = f"{path.rsplit('/', 1)[0]}-tampered-{name}-{uuid.uuid4().hex[:8]}"
+    # MLflow registers a source only from inside the run's artifacts: the copy goes there.
+    run_artifacts = urlparse(client.get_run(str(v1.run_id)).info.artifact_uri).path.strip("/")
+    copy = f"{run_artifacts}/tampered-{name}-{uuid.uuid4().hex[:8]}"
     for relative, body in change(files).items():
         s3.put_object(Bucket=bucket, Key=f"mlflow/{copy}/{relative}", Body=body)
     version = client.create_model_version(settings.model_name, f"mlflow-artifacts:/{copy}", run_id=v1.run_id)
