@@ -16,7 +16,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, emit, json_argument
 
@@ -31,7 +34,7 @@ runpy.run_path(sys.argv[1], run_name="__bench_parse__")
 t2 = time.perf_counter()
 print(json.dumps({{"sdk": t1 - t0, "file": t2 - t1, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
 """
-TRIVIAL = """
+TRIVIAL_DAG = """
 from datetime import datetime
 from airflow.sdk import dag, task
 
@@ -49,11 +52,44 @@ trivial()
 """
 
 
-def measure(path: Path, env: dict[str, str]) -> dict[str, float | list[str]]:
+@dataclass(frozen=True)
+class ParseTime:
+    """Medians over the repeats of one file's parse, each in a fresh interpreter."""
+
+    file: float  # executing the file after ``import airflow.sdk``: what the file itself costs
+    sdk: float  # ``import airflow.sdk`` alone, in the same interpreters
+    heavy: tuple[str, ...]  # heavy libraries in ``sys.modules`` after any of the parses
+
+
+def measure_once(path: Path, env: Mapping[str, str]) -> dict[str, float | list[str]]:
+    """One fresh interpreter: time ``import airflow.sdk``, then execute ``path`` as the dag-processor does."""
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(path)], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE, str(path)], env=dict(env), cwd=ROOT, capture_output=True, text=True, check=True
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def measure_parse_times(paths: Sequence[Path], repeats: int = 5) -> dict[Path, ParseTime]:
+    """Parse time of each file (medians of ``repeats``), the same way for all, interleaved.
+
+    Interleaving means drift in machine load hits every file alike, so files measured in one call
+    can be compared with each other (e.g. a DAG file against :data:`TRIVIAL_DAG`). Each process gets
+    a throw-away ``AIRFLOW_HOME`` and the project root on ``PYTHONPATH``.
+    """
+    samples: dict[Path, list[dict[str, Any]]] = {Path(path): [] for path in paths}
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "AIRFLOW_HOME": home, "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONPATH": str(ROOT)}
+        for _ in range(repeats):
+            for path in samples:
+                samples[path].append(measure_once(path, env))
+    return {
+        path: ParseTime(
+            file=statistics.median(float(s["file"]) for s in runs),
+            sdk=statistics.median(float(s["sdk"]) for s in runs),
+            heavy=tuple(sorted({m for s in runs for m in s["heavy"]})),
+        )
+        for path, runs in samples.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
@@ -63,27 +99,16 @@ def main(argv: list[str] | None = None) -> list[Row]:
     json_argument(parser)
     args = parser.parse_args(argv)
 
-    with tempfile.TemporaryDirectory() as home:
-        env = {
-            **os.environ,
-            "AIRFLOW_HOME": home,
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "PYTHONPATH": str(ROOT),
-        }
-        trivial = Path(home) / "trivial_dag.py"
-        trivial.write_text(TRIVIAL)
+    with tempfile.TemporaryDirectory() as folder:
+        trivial = Path(folder) / "trivial_dag.py"
+        trivial.write_text(TRIVIAL_DAG)
         files = sorted((ROOT / "dags").glob("*.py"))
-        samples: dict[Path, list[dict]] = {path: [] for path in [trivial, *files]}
-        for _ in range(args.repeats):  # interleaved, so drift in machine load hits every file alike
-            for path in samples:
-                samples[path].append(measure(path, env))
+        times = measure_parse_times([trivial, *files], args.repeats)
 
-    base = statistics.median(float(s["file"]) for s in samples[trivial])
-    sdk = statistics.median(float(s["sdk"]) for s in samples[trivial])
+    base, sdk = times[trivial].file, times[trivial].sdk
     rows = []
     for path in files:
-        median = statistics.median(float(s["file"]) for s in samples[path])
-        heavy = sorted({m for s in samples[path] for m in s["heavy"]})
+        median, heavy = times[path].file, times[path].heavy
         rows.append(
             Row(
                 section="parse",

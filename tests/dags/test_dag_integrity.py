@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,7 +9,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted((ROOT / "dags").glob("*.py"))
-HEAVY = ["pandas", "numpy", "xgboost", "sklearn", "mlflow", "great_expectations", "evidently", "pyarrow"]
 EXPECTED_SCHEDULES = {"ingest_new_data": "0 * * * *", "train_and_deploy": "0 4 * * 1", "monitor_drift": "0 5 * * *"}
 EXPECTED_STRUCTURE = {
     "monitor_drift": {
@@ -132,51 +128,79 @@ def test_ingest_sensor_is_deferrable_and_skips_when_idle(dagbag):
     assert sensor.soft_fail is True
 
 
-_PARSE_PROBE = """
-import importlib.util, json, sys, time
-path = sys.argv[1]
-start = time.perf_counter()
-spec = importlib.util.spec_from_file_location("probe_dag", path)
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-elapsed = time.perf_counter() - start
-print(json.dumps({"seconds": elapsed, "heavy": [m for m in json.loads(sys.argv[2]) if m in sys.modules]}))
-"""
-_BASELINE_DAG = """
-from datetime import datetime, timezone
-from airflow.sdk import dag, task
-@dag(schedule=None, start_date=datetime(2026, 1, 1, tzinfo=timezone.utc))
-def baseline():
-    @task
-    def noop():
-        return None
-    noop()
-baseline()
-"""
+# README's benchmark target: parsing a DAG file costs at most 0.3 s beyond `import airflow.sdk`. The
+# test holds each file to 0.3 s beyond a trivial DAG measured the same way in the same call (on a
+# noisy 2-core machine only same-call comparisons are stable; the trivial DAG itself is ~0.2 s).
+PARSE_BUDGET_S = 0.3
+PARSE_REPEATS = 3
+# monitor_drift uses the standard provider's TriggerDagRunOperator, whose module imports Airflow's ORM
+# (~0.3 s, README "Benchmarks"): that file is held to the same budget over a trivial DAG using it.
+_TRIVIAL_TRIGGER_DAG = """
+from datetime import datetime
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
+from airflow.sdk import dag
 
 
-def _parse(path: Path) -> dict:
-    out = subprocess.run(
-        [sys.executable, "-c", _PARSE_PROBE, str(path), json.dumps(HEAVY)],
-        check=True,
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
+@dag(schedule=None, start_date=datetime(2026, 1, 1), catchup=False)
+def trivial_trigger():
+    TriggerDagRunOperator(task_id="trigger", trigger_dag_id="other")
+
+
+trivial_trigger()
+"""
+_USES_TRIGGER_OPERATOR = {"monitor_drift.py"}
+
+
+@pytest.fixture(scope="module")
+def parse_times(tmp_path_factory):
+    """Every DAG file, the trivial baselines, and a copy of a DAG file with `import pandas` on top,
+    measured by the benchmark's own code (fresh interpreter, minus `import airflow.sdk`, medians)."""
+    from benchmarks.bench_parse import TRIVIAL_DAG, measure_parse_times
+
+    folder = tmp_path_factory.mktemp("parse")
+    trivial, trivial_trigger = folder / "trivial_dag.py", folder / "trivial_trigger_dag.py"
+    trivial.write_text(TRIVIAL_DAG)
+    trivial_trigger.write_text(_TRIVIAL_TRIGGER_DAG)
+    regressed = folder / "ingest_new_data.py"  # the regression the check exists for: a heavy top-level import
+    source = (ROOT / "dags" / "ingest_new_data.py").read_text()
+    regressed.write_text(
+        source.replace(
+            "from __future__ import annotations\n", "from __future__ import annotations\n\nimport pandas\n", 1
+        )
+    )
+    assert "import pandas" in regressed.read_text()
+    times = measure_parse_times([trivial, trivial_trigger, *DAG_FILES, regressed], repeats=PARSE_REPEATS)
+    return times, {"trivial": trivial, "trivial_trigger": trivial_trigger, "regressed": regressed}
+
+
+def _parse_bound(times, baselines, name: str) -> tuple[float, float]:
+    """(the most a DAG file named ``name`` may take to parse, the baseline it is held against)."""
+    baseline = baselines["trivial_trigger" if name in _USES_TRIGGER_OPERATOR else "trivial"]
+    return times[baseline].file + PARSE_BUDGET_S, times[baseline].file
 
 
 @pytest.mark.parametrize("dag_file", DAG_FILES, ids=lambda p: p.name)
-def test_parse_time_hygiene(dag_file, tmp_path):
-    """A fresh interpreter parses the file without importing a heavy library; time vs. a trivial DAG."""
-    baseline_file = tmp_path / "baseline_dag.py"
-    baseline_file.write_text(_BASELINE_DAG)
-    baseline = _parse(baseline_file)
-    ours = _parse(dag_file)
+def test_parse_time_hygiene(dag_file, parse_times):
+    """A fresh interpreter parses the file without importing a heavy library, within 0.3 s of a trivial DAG."""
+    times, baselines = parse_times
+    ours = times[dag_file]
+    bound, baseline = _parse_bound(times, baselines, dag_file.name)
     print(
-        f"\n{dag_file.name}: parse {ours['seconds']:.2f}s, trivial DAG {baseline['seconds']:.2f}s "
-        f"(ratio {ours['seconds'] / baseline['seconds']:.2f})"
+        f"\n{dag_file.name}: parse {ours.file:.3f}s beyond `import airflow.sdk` ({ours.sdk:.2f}s), "
+        f"baseline {baseline:.3f}s"
     )
-    assert ours["heavy"] == [], f"{dag_file.name} imports heavy libraries at parse time: {ours['heavy']}"
-    # Generous: the heavy libraries each cost more than a whole trivial parse.
-    assert ours["seconds"] < 3 * baseline["seconds"] + 1.0
+    assert ours.heavy == (), f"{dag_file.name} imports heavy libraries at parse time: {ours.heavy}"
+    assert ours.file <= bound, (
+        f"{dag_file.name} takes {ours.file:.3f}s to parse beyond `import airflow.sdk`: over its budget of "
+        f"{bound:.3f}s ({PARSE_BUDGET_S}s more than a trivial DAG, {baseline:.3f}s, measured alongside)"
+    )
+
+
+def test_the_parse_time_check_catches_a_heavy_top_level_import(parse_times):
+    """Self-test: a DAG file with `import pandas` on top must break the bound the real files are held to."""
+    times, baselines = parse_times
+    regressed = times[baselines["regressed"]]
+    bound, _ = _parse_bound(times, baselines, "ingest_new_data.py")
+    print(f"\nwith `import pandas`: parse {regressed.file:.3f}s, bound {bound:.3f}s")
+    assert "pandas" in regressed.heavy
+    assert regressed.file > bound, f"`import pandas` on top parsed in {regressed.file:.3f}s, within {bound:.3f}s"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,6 +18,7 @@ class DagRunOutcome:
     task_states: dict[tuple[str, int], str]  # (task_id, map_index) -> state
     rendered_map_index: dict[tuple[str, int], str | None]
     run_id: str
+    tries: dict[tuple[str, int], int] = field(default_factory=dict)  # (task_id, map_index) -> tries made
 
     def states_of(self, task_id: str) -> dict[int, str]:
         return {index: state for (tid, index), state in self.task_states.items() if tid == task_id}
@@ -43,7 +44,8 @@ def run_dag(
         ).all()
         states = {(ti.task_id, ti.map_index): str(ti.state) for ti in instances}
         names = {(ti.task_id, ti.map_index): ti.rendered_map_index for ti in instances}
-    return DagRunOutcome(str(dag_run.state), states, names, dag_run.run_id)
+        tries = {(ti.task_id, ti.map_index): int(ti.try_number) for ti in instances}
+    return DagRunOutcome(str(dag_run.state), states, names, dag_run.run_id, tries)
 
 
 def asset_events(asset_name: str) -> list[dict[str, Any]]:

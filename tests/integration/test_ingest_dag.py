@@ -118,6 +118,10 @@ def test_every_bad_input_is_quarantined_with_a_report_and_a_clear_failure(dagbag
     by_key = {outcome.rendered_map_index[("ingest_batch", i)]: s for i, s in outcome.states_of("ingest_batch").items()}
     assert by_key[good_key] == "success"
     assert {k: by_key[k] for k in bad_keys} == dict.fromkeys(bad_keys, "failed")
+    tries = {
+        outcome.rendered_map_index[("ingest_batch", i)]: n for (t, i), n in outcome.tries.items() if t == "ingest_batch"
+    }
+    assert {k: tries[k] for k in bad_keys} == dict.fromkeys(bad_keys, 1), "bad data fails without retries"
     assert _landing_snapshot(s3, settings) == landing_before, "landing/ must never change"
 
     manifest = {entry.source.key: entry for entry in read_manifest(s3, settings)}

@@ -82,12 +82,28 @@ def test_an_object_changed_after_listing_is_not_read_under_the_old_identity(s3, 
 
 
 def test_two_runs_racing_for_one_object_ingest_it_once(s3, settings):
-    """Real concurrency: two threads, two S3 clients, one conditional write wins."""
+    """Real concurrency: two threads, two S3 clients; both send their conditional claim at the same
+    moment (a barrier just before the request leaves), so the claim is what decides: one wins."""
+    import threading
+
     ref = _land(s3, settings, "contested.parquet", to_bytes(good_frame(rows=3000), "parquet"))
+    both_ready = threading.Barrier(2, timeout=30)
+    claims_sent: list[str] = []
+
+    def racing_client(run_id: str):
+        client = s3_client(settings)
+
+        def before_send(request, **_):
+            if "If-None-Match" in request.headers and "/claims/" in request.url:
+                both_ready.wait()  # neither claim leaves before the other is ready to leave too
+                claims_sent.append(run_id)
+
+        client.meta.events.register("before-send.s3.PutObject", before_send)
+        return client
 
     def attempt(run_id: str) -> str:
         try:
-            ingest_object(s3_client(settings), settings, ref, run_id=run_id)
+            ingest_object(racing_client(run_id), settings, ref, run_id=run_id)
         except AlreadyClaimed:
             return "claimed-elsewhere"
         return "ingested"
@@ -95,10 +111,11 @@ def test_two_runs_racing_for_one_object_ingest_it_once(s3, settings):
     with ThreadPoolExecutor(max_workers=2) as pool:
         outcomes = sorted(pool.map(attempt, ["run-a", "run-b"]))
 
-    assert outcomes in (["claimed-elsewhere", "ingested"], ["ingested", "ingested"])
-    # Whoever lost the claim either saw it taken or found the finished outcome: one batch, one entry.
-    assert len(read_manifest(s3, settings)) == 1
+    assert sorted(claims_sent) == ["run-a", "run-b"], "both runs must have sent a claim"
+    assert outcomes == ["claimed-elsewhere", "ingested"]
+    [entry] = read_manifest(s3, settings)
     assert len(keys_under(s3, settings.s3_bucket, settings.curated_prefix)) == 1
+    assert entry.status == "ingested"
 
 
 def test_a_claim_is_kept_by_its_run_and_refused_to_others(s3, settings):
@@ -166,14 +183,27 @@ def test_a_takeover_lost_to_another_run_is_already_claimed(s3, settings):
 
 
 def test_an_oversized_object_is_quarantined_unread(s3, settings):
+    from urllib.parse import quote
+
     small_limit = dataclasses.replace(settings, max_batch_bytes=1000)
     ref = _land(s3, small_limit, "huge.csv", to_bytes(good_frame(), "csv"))
+    watched = s3_client(settings)  # a real client; every request it sends is recorded
+    sent: list[tuple[str, str]] = []
+    watched.meta.events.register("before-send.s3", lambda request, **_: sent.append((request.method, request.url)))
 
     with pytest.raises(BatchQuarantined, match="over the 1000-byte limit"):
-        ingest_object(s3, small_limit, ref, run_id="run-1")
+        ingest_object(watched, small_limit, ref, run_id="run-1")
     [entry] = read_manifest(s3, settings)
     assert entry.status == "quarantined"
-    assert s3.get_object(Bucket=settings.s3_bucket, Key=ref.key)["ETag"].strip('"') == ref.etag
+    assert any(method == "PUT" for method, _ in sent), "the watch saw the claim and the manifest entry"
+    landing_url = f"/{settings.s3_bucket}/{quote(ref.key)}"
+    assert not [(m, u) for m, u in sent if m == "GET" and u.split("?")[0].endswith(landing_url)], sent
+    quarantined = keys_under(s3, settings.s3_bucket, settings.quarantine_prefix)
+    copies = [k for k in quarantined if not k.endswith("report.json")]
+    assert len(copies) == 1  # a server-side copy: the bytes never came through this client
+    original = s3.get_object(Bucket=settings.s3_bucket, Key=ref.key)
+    assert original["ETag"].strip('"') == ref.etag
+    assert s3.get_object(Bucket=settings.s3_bucket, Key=copies[0])["Body"].read() == original["Body"].read()
 
 
 def test_a_quarantined_object_fails_the_same_way_on_a_rerun(s3, settings):

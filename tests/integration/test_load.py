@@ -1,4 +1,4 @@
-"""Sustained load with two model swaps: nothing fails, memory stays flat, every answer is logged.
+"""Sustained load with two model swaps: nothing fails, memory stays flat, every answer is logged (none dropped).
 
 Marked ``load`` (``-m "not load"`` leaves it out of a quick loop); CI runs it. ``CT_LOAD_SECONDS``
 (default 180) and ``CT_LOAD_RATE`` (default 1,000 requests a second) size it.
@@ -112,7 +112,8 @@ def test_sustained_load_with_two_swaps_loses_nothing(two_versions):
     growth = {pid: rss_after[pid] - rss_before[pid] for pid in rss_before}
     assert all(g < 40 for g in growth.values()), f"worker RSS grew (MiB): {growth}"
 
-    # Every successful prediction is in the inference log, or counted as dropped.
+    # S3 stays up all along: every successful prediction is in the inference log, none dropped
+    # (dropping is for an S3 outage: test_serving.py::test_s3_outage_keeps_serving_and_counts_dropped_rows).
     import pandas as pd
 
     from include.continuous_training.storage import list_objects
@@ -126,10 +127,11 @@ def test_sustained_load_with_two_swaps_loses_nothing(two_versions):
             body = s3.get_object(Bucket=settings.s3_bucket, Key=ref.key)["Body"].read()
             logged |= set(pd.read_parquet(io.BytesIO(body), columns=["prediction_id"])["prediction_id"]) & wanted
         dropped = _metric(endpoint, "ct_inference_log_rows_dropped_total")
-        if len(logged) + dropped >= len(wanted) or time.monotonic() > deadline:
+        if len(logged) >= len(wanted) or dropped or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert len(logged) + dropped == len(wanted), (len(logged), dropped, len(wanted))
+    assert dropped == 0, f"{dropped:.0f} inference-log rows dropped while S3 was up"
+    assert len(logged) == len(wanted), f"{len(wanted) - len(logged)} of {len(wanted)} predictions never logged"
     print(
         f"\n{total.requests} requests in {elapsed:.0f} s ({total.requests / elapsed:.0f} req/s), 0 failed; "
         f"versions {dict(total.versions)}; RSS growth MiB {growth}; logged {len(logged)}, dropped {dropped:.0f}"

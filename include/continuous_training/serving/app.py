@@ -115,6 +115,7 @@ class RequestMetrics:
         chunks: list[bytes] = []
         size = 0
         more = True
+        headers = [(b"content-type", b"application/json")]
         while more:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -122,13 +123,17 @@ class RequestMetrics:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                status, body = 413, orjson.dumps({"detail": f"body is over the limit of {self.max_body} bytes"})
+                detail = f"body is over the limit of {self.max_body} bytes (refused after reading {size})"
+                status, body = 413, orjson.dumps({"detail": detail, "bytes_read": size})
+                # Closing is what stops the rest from being read: on a kept-alive connection uvicorn
+                # would go on reading (and discarding) the whole declared body.
+                headers.append((b"connection", b"close"))
                 break
             chunks.append(chunk)
             more = message.get("more_body", False)
         else:
             status, body = self.score(b"".join(chunks))
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return status
