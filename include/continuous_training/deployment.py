@@ -9,9 +9,9 @@ serves. Targets:
 
 :func:`smoke_test` sends a golden set to the endpoint one row at a time and fails unless every
 prediction equals the offline prediction of the same model, the p99 latency is within budget and no
-request failed. "Equals": a classifier's probabilities (binary: of the positive class; multiclass:
-every class's) within 1e-6, and its label the same; a regression prediction within 1e-6 relative to
-its size (``|online - offline| / max(1, |offline|)``).
+request failed. "Equals": binary, the probability of the positive class within 1e-6 (as always);
+multiclass, every class's probability within 1e-6 and the same label; regression, the prediction
+within 1e-6 relative to its size (``|online - offline| / max(1, |offline|)``).
 """
 
 from __future__ import annotations
@@ -141,14 +141,15 @@ def target_for(settings: Settings) -> DeploymentTarget:
 def prediction_difference(task: str, payload: dict[str, Any], offline: Any, offline_label: Any = None) -> float:
     """How far one endpoint response is from the offline prediction (see the module docstring).
 
-    A wrong label (the same probabilities cannot give another class) counts as infinitely far.
+    A multiclass answer naming another class than the offline one (the same probabilities cannot)
+    counts as infinitely far.
     """
     if task == "regression":
         online = float(payload["prediction"])
         return abs(online - float(offline)) / max(1.0, abs(float(offline)))
-    if offline_label is not None and payload.get("label") != offline_label:
-        return math.inf
     if task == "multiclass":
+        if offline_label is not None and payload.get("label") != offline_label:
+            return math.inf
         online_row = payload["probabilities"]
         return max(abs(float(online_row[name]) - float(p)) for name, p in offline.items())
     return abs(float(payload["probability"]) - float(offline))

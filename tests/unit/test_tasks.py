@@ -375,3 +375,43 @@ def test_realized_performance_and_the_retrain_floor_follow_the_task():
     assert (wine["target"].iloc[:10] == "barbera").all()
     assert got["accuracy"] == pytest.approx(1 - 10 / len(wine))
     assert 0.9 < got["macro_f1"] < 1.0
+
+
+def test_the_drift_check_scores_a_regression_reference_with_its_predictions():
+    from include.continuous_training.drift import compute_drift
+
+    diabetes = _diabetes()
+    settings = _settings(diabetes, "target", "regression", categorical=("sex",))
+    train, valid, holdout = _splits(diabetes)
+    model = _train(settings, train, valid)
+    reference = train[list(model.spec.feature_names)]
+
+    def logged(frame: pd.DataFrame) -> pd.DataFrame:  # what the inference log holds: features and score
+        spec = model.spec
+        return frame.assign(score=spec.scores(spec.predict(model.booster, spec.matrix(frame))))
+
+    shifted = logged(holdout.assign(bmi=holdout["bmi"] + 0.1, s5=holdout["s5"] + 0.1))  # heavier, sicker
+    assert shifted["score"].max() > 1.0
+    summary, _ = compute_drift(reference, shifted, model, settings)
+    assert summary["status"] == "measured"
+    assert {"bmi", "s5"} <= set(summary["drifted_features"])
+    assert summary["prediction_drift"] is True  # the predicted progression moved, on its own scale
+    same, _ = compute_drift(reference, logged(train), model, settings)
+    assert same["prediction_drift"] is False
+    assert same["drifted_features"] == []
+
+
+def test_the_drift_check_scores_a_multiclass_reference_with_the_predicted_class_probability():
+    from include.continuous_training.drift import compute_drift
+
+    wine = _wine()
+    settings = _settings(wine, "target", "multiclass")
+    train, valid, _ = _splits(wine)
+    model = _train(settings, train, valid)
+    spec = model.spec
+    logged = train.assign(score=spec.scores(spec.predict(model.booster, spec.matrix(train))))
+    assert logged["score"].between(1 / 3, 1.0).all()
+    summary, _ = compute_drift(train[list(spec.feature_names)], logged, model, settings)
+    assert summary["status"] == "measured"
+    assert summary["columns"]["score"]["drifted"] is False
+    assert summary["drifted_features"] == []
