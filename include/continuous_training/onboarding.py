@@ -554,7 +554,7 @@ def model_file_text(model: TableModel, reference: Path, suite_file: str) -> str:
     lines.append(f"suite: {json.dumps(suite_file)}   # a Great Expectations suite built from the sample")
     lines.append(f"# registered_model: ct-{model.name}   # the default")
     if model.categorical:
-        lines.append(f"# gates:                       # compare the challenger per value of a categorical feature:")
+        lines.append("# gates:                       # compare the challenger per value of a categorical feature:")
         lines.append(f"#   CT_SLICE_COLUMN: {json.dumps(model.categorical[0])}")
     return "\n".join(lines) + "\n"
 
@@ -648,7 +648,9 @@ def check_model(
         check.problems.append(f"{path}: suite: {suite_path} does not load ({error})")
         return check
     raw_suite = json.loads(suite_path.read_bytes())
-    check.checked.append(f"suite {suite_path.name} v{info.version}: {len(raw_suite.get('expectations', []))} expectations")
+    check.checked.append(
+        f"suite {suite_path.name} v{info.version}: {len(raw_suite.get('expectations', []))} expectations"
+    )
     gates = dict(model.get("gates") or {})
     slice_column = gates.get("CT_SLICE_COLUMN")
     if slice_column and slice_column not in table["categorical"]:
@@ -731,9 +733,13 @@ def suite_problems(
                 f"{model_path}: {role} {column!r}: the suite {suite_name} accepts only {types} (no numeric type)"
             )
         if role == "table.categorical" and not text:
-            problems.append(f"{model_path}: {role} {column!r}: the suite {suite_name} accepts only {types} (no text type)")
+            problems.append(
+                f"{model_path}: {role} {column!r}: the suite {suite_name} accepts only {types} (no text type)"
+            )
     label_sets = [
-        e["kwargs"].get("value_set") for e in per_column.get(table["label"], []) if e.get("type") == "expect_column_values_to_be_in_set"
+        e["kwargs"].get("value_set")
+        for e in per_column.get(table["label"], [])
+        if e.get("type") == "expect_column_values_to_be_in_set"
     ]
     for value_set in label_sets:
         if task == "binary" and len(value_set) != 2:
@@ -760,7 +766,9 @@ def sample_problems(
         raw_suite = json.loads(settings.expectation_suite_path.read_bytes())
     column_set, _ = _suite_columns(raw_suite)
     configured = {settings.label_column: "label", **dict.fromkeys(settings.feature_columns, "feature")}
-    configured.update({c: kind for c, kind in ((settings.id_column, "id"), (settings.timestamp_column, "event time")) if c})
+    configured.update(
+        {c: kind for c, kind in ((settings.id_column, "id"), (settings.timestamp_column, "event time")) if c}
+    )
     problems = [
         f"sample {sample_name}: lacks the {kind} column {column!r}"
         for column, kind in configured.items()
@@ -781,7 +789,9 @@ def sample_problems(
                 f"a {settings.task} model needs at least two"
             )
         elif settings.task == "binary" and distinct != 2:
-            problems.append(f"sample {sample_name}: label {settings.label_column!r} has {distinct} values: binary needs two")
+            problems.append(
+                f"sample {sample_name}: label {settings.label_column!r} has {distinct} values: binary needs two"
+            )
         if settings.task == "regression" and (
             not pd.api.types.is_numeric_dtype(label.dtype) or pd.api.types.is_bool_dtype(label.dtype)
         ):

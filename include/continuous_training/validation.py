@@ -248,9 +248,9 @@ def build_suite_from_reference(
 
     It pins the column set, dtypes, non-null columns (those with no null in the reference), numeric
     ranges widened by ``range_margin`` of their span, the categories seen, the label's type and
-    classes for ``settings.task`` (:func:`label_expectations`), a minimum row count and unique ids; then it appends the :func:`distribution_guards` of the
-    reference (``spread_factor`` is theirs). Review it, then save it with ``json.dump`` and point
-    ``CT_EXPECTATION_SUITE`` at the file.
+    classes for ``settings.task`` (:func:`label_expectations`), a minimum row count and unique ids;
+    then it appends the :func:`distribution_guards` of the reference (``spread_factor`` is theirs).
+    Review it, then save it with ``json.dump`` and point ``CT_EXPECTATION_SUITE`` at the file.
     """
     expectations: list[dict[str, Any]] = [
         _exp("expect_table_columns_to_match_set", column_set=list(frame.columns), exact_match=True),
@@ -299,9 +299,11 @@ def label_expectations(label: pd.Series, settings: Settings) -> list[dict[str, A
         return [_exp("expect_column_values_to_be_in_type_list", column=label.name, type_list=NUMERIC_TYPES)]
     text = _is_text(label)
     seen = label.dropna().unique()
-    classes = sorted(str(value) for value in seen) if text else sorted(value.item() for value in seen)
+    classes = sorted(str(v) for v in seen) if text else sorted(v.item() if hasattr(v, "item") else v for v in seen)
     return [
-        _exp("expect_column_values_to_be_in_type_list", column=label.name, type_list=TEXT_TYPES if text else LABEL_TYPES),
+        _exp(
+            "expect_column_values_to_be_in_type_list", column=label.name, type_list=TEXT_TYPES if text else LABEL_TYPES
+        ),
         _exp("expect_column_values_to_be_in_set", column=label.name, value_set=classes),
     ]
 
