@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(result.report_lines()))
         if result.self_check:
             return 1
-        sample = f" --sample {args.reference}"
+        sample = f" --sample {args.reference}" + (f" --models-dir {args.models_dir}" if args.models_dir else "")
         print(f"next: review both files, then `python -m include.continuous_training check-model {args.name}{sample}`")
         return 0
     outcome = check_model(args.name, sample=args.sample, models_dir=args.models_dir)

@@ -641,6 +641,8 @@ def check_model(
         check.problems.extend(str(error).splitlines())
         return check
     table, task = model["table"], model["task"]
+    if model["name"] != name:
+        check.problems.append(f"{path}: name: {model['name']!r}, but the file is {path.name}: they must agree")
     suite_path = path.parent / model["suite"]
     try:
         _, info = load_suite(suite_path)

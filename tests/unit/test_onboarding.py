@@ -164,12 +164,27 @@ def edited_model(models: Path, target: Path, edit) -> None:
     (target / "penguins.suite.json").write_text((models / "penguins.suite.json").read_text())
 
 
+def test_init_model_says_when_the_suite_rejects_its_own_sample(tmp_path):
+    """Event times after the ingest time are bad rows: a sample dated ahead fails its own new suite."""
+    import pandas as pd
+
+    frame = penguins()
+    frame["seen_at"] = pd.date_range("2099-01-01", periods=len(frame), freq="h", tz="America/Santiago")
+    frame.to_parquet(tmp_path / "ahead.parquet")
+    result = init_model(tmp_path / "ahead.parquet", "species", "ahead", models_dir=tmp_path)
+    assert result.model.event_time == "seen_at"
+    assert len(result.self_check) == 1, result.self_check  # the time-zone-aware column's type passes
+    assert "344 of 344 rows have event times after" in result.self_check[0]
+    assert "the suite REJECTS its own sample; review it:" in result.report_lines()
+
+
 def test_a_model_file_that_disagrees_with_its_suite_is_named(penguin_model, tmp_path):
     _, models = penguin_model
 
     def add_feature_drop_year_slice_on_a_number(model):
         model["table"]["numeric"] = [*model["table"]["numeric"][:-1], "bill_ratio"]
         model["gates"] = {"CT_SLICE_COLUMN": "year"}
+        model["name"] = "pinguins"
 
     edited_model(models, tmp_path, add_feature_drop_year_slice_on_a_number)
     problems = check_model("penguins", models_dir=tmp_path).problems
@@ -180,7 +195,8 @@ def test_a_model_file_that_disagrees_with_its_suite_is_named(penguin_model, tmp_
         f"{path}: gates.CT_SLICE_COLUMN 'year' is not a categorical feature (table.categorical: ['island', 'sex'])"
         in problems
     )
-    assert len(problems) == 3, problems
+    assert f"{path}: name: 'pinguins', but the file is penguins.yaml: they must agree" in problems
+    assert len(problems) == 4, problems
 
 
 def test_a_feature_of_the_wrong_kind_is_named(penguin_model, tmp_path):
