@@ -27,12 +27,12 @@ if TYPE_CHECKING:
 MAX_OBJECTS_PER_RUN = 100
 
 
-def _find_new(aws_conn_id: str, limit: int) -> list[dict[str, Any]]:
+def _find_new(aws_conn_id: str, limit: int, model: str = "") -> list[dict[str, Any]]:
     from include.continuous_training.config import load_settings
     from include.continuous_training.ingestion import find_new_objects
     from include.continuous_training.storage import s3_client_from_connection
 
-    settings = load_settings()
+    settings = load_settings(model=model or None)  # "": CT_MODEL, else the environment alone
     client = s3_client_from_connection(aws_conn_id)
     return [ref.as_dict() for ref in find_new_objects(client, settings, limit=limit)]
 
@@ -40,8 +40,11 @@ def _find_new(aws_conn_id: str, limit: int) -> list[dict[str, Any]]:
 class NewLandingObjectsTrigger(BaseTrigger):
     """Lists landing and the manifest every ``poke_interval`` seconds until something is new."""
 
-    def __init__(self, aws_conn_id: str, poke_interval: float, deadline: float, limit: int = MAX_OBJECTS_PER_RUN):
+    def __init__(
+        self, aws_conn_id: str, poke_interval: float, deadline: float, limit: int = MAX_OBJECTS_PER_RUN, model: str = ""
+    ):
         super().__init__()
+        self.model = model
         self.aws_conn_id = aws_conn_id
         self.poke_interval = poke_interval
         self.deadline = deadline
@@ -55,6 +58,7 @@ class NewLandingObjectsTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "deadline": self.deadline,
                 "limit": self.limit,
+                "model": self.model,
             },
         )
 
@@ -64,7 +68,7 @@ class NewLandingObjectsTrigger(BaseTrigger):
         find = sync_to_async(_find_new)  # like the amazon hooks: connection lookups stay sync
         while True:
             try:
-                objects = await find(self.aws_conn_id, self.limit)
+                objects = await find(self.aws_conn_id, self.limit, self.model)
             except Exception as error:  # surface S3 errors to the task instead of looping silently
                 yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
                 return
@@ -81,6 +85,9 @@ class NewLandingObjectsTrigger(BaseTrigger):
 class NewLandingObjectsSensor(BaseSensorOperator):
     """Wait for landing objects with no manifest entry; return them (``ObjectRef`` dicts) via XCom.
 
+    ``model`` names the model file whose landing prefix and manifest are watched (empty: ``CT_MODEL``,
+    else the environment's settings alone).
+
     No new data before ``timeout`` → the task is *skipped* (not failed): an hour without new files
     is normal. Deferrable by default; ``deferrable=False`` pokes in the worker instead.
     """
@@ -88,15 +95,24 @@ class NewLandingObjectsSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("aws_conn_id",)
     ui_color = "#e3f2fd"
 
-    def __init__(self, *, aws_conn_id: str, limit: int = MAX_OBJECTS_PER_RUN, deferrable: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        aws_conn_id: str,
+        model: str = "",
+        limit: int = MAX_OBJECTS_PER_RUN,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("soft_fail", True)
         super().__init__(**kwargs)
+        self.model = model
         self.aws_conn_id = aws_conn_id
         self.limit = limit
         self.deferrable = deferrable
 
     def poke(self, context: Context) -> PokeReturnValue:
-        objects = _find_new(self.aws_conn_id, self.limit)
+        objects = _find_new(self.aws_conn_id, self.limit, self.model)
         if objects:
             self.log.info("%d new landing object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
         return PokeReturnValue(is_done=bool(objects), xcom_value=objects)
@@ -113,6 +129,7 @@ class NewLandingObjectsSensor(BaseSensorOperator):
                 poke_interval=float(self.poke_interval),
                 deadline=time.time() + float(self.timeout),
                 limit=self.limit,
+                model=self.model,
             ),
             method_name="execute_complete",
             # Safety net only: the trigger ends itself at the deadline with a "timeout" event.

@@ -60,10 +60,12 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_expected_dags_and_one_dag_per_file(dagbag):
+def test_expected_dags_and_one_dag_per_file_and_model(dagbag):
+    # models/ holds the bundled model only, whose DAGs keep their ids (the file stem, no suffix).
     assert set(dagbag.dag_ids) == set(EXPECTED_STRUCTURE)
     for dag_id in dagbag.dag_ids:
         assert Path(dagbag.dags[dag_id].fileloc).stem == dag_id
+        assert "model:transactions" in dagbag.dags[dag_id].tags
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_STRUCTURE))
