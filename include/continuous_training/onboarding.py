@@ -40,27 +40,27 @@ import json
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.config import (
+    DEFAULT_MODELS_DIR,
     DERIVED_EVENT_TIME_COLUMN,
     DERIVED_ID_COLUMN,
-    PACKAGE_DIR,
     TASKS,
     Settings,
     SettingsError,
     declared_settings,
+    load_settings,
 )
 from include.continuous_training.errors import ConfigurationError
+from include.continuous_training.model_files import MODEL_NAME, SET_BY_FIELD, ModelFile, load_model_file
 
 if TYPE_CHECKING:
     import pandas as pd
 
-MODEL_NAME = re.compile(r"[a-z][a-z0-9_]{1,40}")
-DEFAULT_MODELS_DIR = PACKAGE_DIR.parent.parent / "models"  # CT_MODELS_DIR overrides it
 MAX_CATEGORIES = 100  # a text column with more distinct values is not a useful categorical feature
 FREE_TEXT_DISTINCT_SHARE = 0.9  # text with spaces and at least this share of distinct values is free text
 MAX_INFERRED_CLASSES = 20  # a numeric label with more distinct values is inferred to be a regression target
@@ -215,7 +215,7 @@ def infer_table_model(
 
 
 def _check_name(name: str) -> None:
-    if not MODEL_NAME.fullmatch(name):
+    if not MODEL_NAME.match(name):
         raise OnboardingError(
             f"model name {name!r}: expected [a-z][a-z0-9_]{{1,40}} (it names the DAGs, the registered model, the files)"
         )
@@ -381,50 +381,48 @@ def _choose_event_time(
 
 
 # -- settings for a model ----------------------------------------------------------------------
-def model_settings(
-    table: Mapping[str, Any],
-    task: str,
-    suite_path: Path,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    source: str = "",
-) -> Settings:
-    """The :class:`Settings` of one model: its table and suite, the rest from ``environ`` and ``overrides``.
+def table_settings(model: TableModel, suite_path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings a new model's suite is built with: the environment's, with the model's table.
 
-    ``table`` has the model file's ``table`` keys (``label``, ``id``, ``event_time``, ``numeric``,
-    ``categorical``). ``overrides`` maps variable names (``CT_MAX_DEPTH``) to values, as a model
-    file's ``gates`` and ``settings`` do; ``source`` prefixes their error messages. The environment's
-    table variables (``CT_LABEL_COLUMN``, ...) are not used: they describe another table. A model
-    without ``CT_SLICE_COLUMN`` gates no slices. Raises :class:`SettingsError` naming the variable.
+    The environment's table variables (``CT_LABEL_COLUMN``, ...) and ``CT_MODEL`` are left out: they
+    describe another table. No slice column (a model file sets one under ``gates``). Once written, the
+    model file is read by :func:`config.load_settings` (``model=``), like every other.
     """
     env = os.environ if environ is None else environ
-    by_env = {declared.env: declared for declared in declared_settings()}
-    values: dict[str, Any] = {}
-    for variable, declared in by_env.items():
-        raw = env.get(variable)
-        if raw and variable not in TABLE_VARIABLES:
-            values[declared.name] = declared.value_from(raw, "")
-    slice_column = ""
-    for variable, raw in (overrides or {}).items():
-        if variable not in by_env:
-            raise SettingsError(f"{source}{variable}: not a setting (README, Settings)")
-        if variable == "CT_SLICE_COLUMN":
-            slice_column = str(raw)
-        elif variable in TABLE_VARIABLES:
-            raise SettingsError(f"{source}{variable}: set by the model file's table and suite keys, not here")
-        else:
-            values[by_env[variable].name] = by_env[variable].value_from(str(raw), source)
-    values.update(
-        task=task,
-        label_column=table["label"],
-        id_column=table.get("id") or "",
-        timestamp_column=table.get("event_time") or "",
-        numeric_columns=tuple(table.get("numeric") or ()),
-        categorical_columns=tuple(table.get("categorical") or ()),
+    others = {key: value for key, value in env.items() if key not in TABLE_VARIABLES and key != "CT_MODEL"}
+    return replace(
+        load_settings(environ=others),
+        task=model.task,
+        label_column=model.label,
+        id_column=model.id_column or "",
+        timestamp_column=model.event_time or "",
+        numeric_columns=model.numeric,
+        categorical_columns=model.categorical,
         expectation_suite_path=suite_path,
-        slice_column=slice_column,
+        slice_column="",
     )
-    return Settings(**values)
+
+
+def environment_overrides(model: ModelFile, settings: Settings) -> list[str]:
+    """The model file's table, task and suite settings that the environment overrides, one line each.
+
+    The environment wins over a model file (:func:`config.load_settings`): a ``CT_LABEL_COLUMN`` left
+    in a shell for another table would silently replace this model's label.
+    """
+    lines = []
+    for declared in declared_settings():
+        if declared.env not in TABLE_VARIABLES or declared.name not in model.values:
+            continue
+        wanted, actual = declared.parse(model.values[declared.name]), getattr(settings, declared.name)
+        if isinstance(wanted, Path):
+            wanted, actual = wanted.resolve(), Path(actual).resolve()
+        if wanted != actual:
+            field_name = SET_BY_FIELD.get(declared.env, f"gates.{declared.env}")
+            lines.append(
+                f"{model.path}: {field_name}: the environment's {declared.env}={getattr(settings, declared.name)!r} "
+                f"wins over the model file's {model.values[declared.name]!r}"
+            )
+    return lines
 
 
 def models_directory(directory: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Path:
@@ -443,6 +441,7 @@ class InitResult:
     suite_path: Path
     expectations: int
     self_check: list[str]  # failures of the sample against its own suite (empty: none)
+    overridden: list[str] = field(default_factory=list)  # table settings this environment would override
 
     def report_lines(self) -> list[str]:
         lines = self.model.summary_lines()
@@ -453,6 +452,7 @@ class InitResult:
             lines.extend(f"  {problem}" for problem in self.self_check)
         else:
             lines.append(f"the suite validates the sample: {self.model.rows} rows, 0 failed expectations")
+        lines.extend(f"warning: {line}" for line in self.overridden)
         return lines
 
 
@@ -483,7 +483,7 @@ def init_model(
         raise OnboardingError(f"{', '.join(existing)} already exist: nothing written (--force replaces them)")
     raw = read_sample(reference, Settings(timestamp_column=""))
     model = infer_table_model(raw, label, name, task=task, id_column=id_column, event_time=event_time)
-    settings = model_settings(_table_keys(model), model.task, suite_path, environ)
+    settings = table_settings(model, suite_path, environ)
     frame = read_sample(reference, settings)  # as ingest will read it: the event time normalised to UTC
     suite = build_suite_from_reference(frame, settings, name=name)
     ignored = set(model.ignored)
@@ -499,8 +499,13 @@ def init_model(
     directory.mkdir(parents=True, exist_ok=True)
     suite_path.write_text(json.dumps(suite, indent=2) + "\n")
     model_path.write_text(model_file_text(model, reference, suite_path.name))
-    problems = sample_problems(frame, reference.name, settings)
-    return InitResult(model, model_path, suite_path, len(suite["expectations"]), problems)
+    # Read back as the DAGs will read it (config.load_settings), but without this shell's table variables.
+    written = load_model_file(model_path)
+    env = os.environ if environ is None else environ
+    others = {key: value for key, value in env.items() if key not in TABLE_VARIABLES and key != "CT_MODEL"}
+    problems = sample_problems(frame, reference.name, load_settings(environ=others, model=written))
+    overridden = environment_overrides(written, load_settings(environ=env, model=written))
+    return InitResult(model, model_path, suite_path, len(suite["expectations"]), problems, overridden)
 
 
 def read_sample(path: Path, settings: Settings) -> pd.DataFrame:
@@ -511,16 +516,6 @@ def read_sample(path: Path, settings: Settings) -> pd.DataFrame:
         return read_batch(path.read_bytes(), path.name, settings)
     except (OSError, UnreadableBatchError) as error:
         raise OnboardingError(f"{path}: {error}") from error
-
-
-def _table_keys(model: TableModel) -> dict[str, Any]:
-    return {
-        "label": model.label,
-        "id": model.id_column,
-        "event_time": model.event_time,
-        "numeric": list(model.numeric),
-        "categorical": list(model.categorical),
-    }
 
 
 def _yaml_list(values: Sequence[str]) -> str:
@@ -573,50 +568,6 @@ class ModelCheck:
         return not self.problems
 
 
-def read_model_file(path: Path) -> dict[str, Any]:
-    """The model file at ``path`` as a dict, or :class:`OnboardingError` naming the file and the field.
-
-    The error has one line per wrong field (``models/x.yaml: table.label: required``).
-    """
-    import yaml
-
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise OnboardingError(f"{path}: cannot be read ({error.strerror})") from error
-    except yaml.YAMLError as error:
-        raise OnboardingError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from error
-    if not isinstance(raw, dict):
-        raise OnboardingError(f"{path}: expected a mapping of fields, got {type(raw).__name__}")
-    table = raw.get("table")
-    problems: list[str] = []
-    if not isinstance(raw.get("name"), str) or not MODEL_NAME.fullmatch(raw["name"]):
-        problems.append(f"name: required, [a-z][a-z0-9_]{{1,40}}, got {raw.get('name')!r}")
-    if raw.get("task") not in TASKS:
-        problems.append(f"task: expected one of {TASKS}, got {raw.get('task')!r}")
-    if not isinstance(raw.get("suite"), str):
-        problems.append("suite: required (a path relative to the model file)")
-    if not isinstance(table, dict):
-        problems.append("table: required (a mapping with label, numeric, categorical)")
-    else:
-        if not isinstance(table.get("label"), str) or not table["label"]:
-            problems.append("table.label: required")
-        for key in ("id", "event_time"):
-            if table.get(key) is not None and not isinstance(table[key], str):
-                problems.append(f"table.{key}: expected a column name or null, got {table[key]!r}")
-        for key in ("numeric", "categorical"):
-            if key not in table:
-                problems.append(f"table.{key}: required (may be [])")
-            elif not isinstance(table[key], list) or not all(isinstance(c, str) for c in table[key]):
-                problems.append(f"table.{key}: expected a list of column names, got {table[key]!r}")
-    for key in ("gates", "settings"):
-        if raw.get(key) is not None and not isinstance(raw[key], dict):
-            problems.append(f"{key}: expected a mapping of setting names to values")
-    if problems:
-        raise OnboardingError("\n".join(f"{path}: {problem}" for problem in problems))
-    return raw
-
-
 def check_model(
     name: str,
     sample: Path | None = None,
@@ -636,39 +587,35 @@ def check_model(
     path = models_directory(models_dir, environ) / f"{name}.yaml"
     check = ModelCheck(path)
     try:
-        model = read_model_file(path)
-    except OnboardingError as error:
-        check.problems.extend(str(error).splitlines())
+        model = load_model_file(path)
+    except SettingsError as error:  # ModelFileError: the file and the field
+        check.problems.append(str(error))
         return check
-    table, task = model["table"], model["task"]
-    if model["name"] != name:
-        check.problems.append(f"{path}: name: {model['name']!r}, but the file is {path.name}: they must agree")
-    suite_path = path.parent / model["suite"]
     try:
-        _, info = load_suite(suite_path)
+        _, info = load_suite(Path(model.values["expectation_suite_path"]))
     except (OSError, ValueError, KeyError) as error:
-        check.problems.append(f"{path}: suite: {suite_path} does not load ({error})")
+        check.problems.append(f"{path}: suite: does not load ({error})")
         return check
+    suite_path = Path(model.values["expectation_suite_path"])
     raw_suite = json.loads(suite_path.read_bytes())
     check.checked.append(
         f"suite {suite_path.name} v{info.version}: {len(raw_suite.get('expectations', []))} expectations"
     )
-    gates = dict(model.get("gates") or {})
-    slice_column = gates.get("CT_SLICE_COLUMN")
-    if slice_column and slice_column not in table["categorical"]:
+    slice_column = model.values.get("slice_column", "")
+    categorical = [c for c in model.values.get("categorical_columns", "").split(",") if c]
+    if slice_column and slice_column not in categorical:
         check.problems.append(
             f"{path}: gates.CT_SLICE_COLUMN {slice_column!r} is not a categorical feature "
-            f"(table.categorical: {table['categorical']})"
+            f"(table.categorical: {categorical})"
         )
-        gates.pop("CT_SLICE_COLUMN")
+        model = replace(model, values={**model.values, "slice_column": ""})  # the other checks go on
     try:
-        settings = model_settings(
-            table, task, suite_path, environ, {**gates, **(model.get("settings") or {})}, source=f"{path}: "
-        )
+        settings = load_settings(environ=environ, model=model)
     except SettingsError as error:
-        check.problems.append(f"{path}: {error}" if not str(error).startswith(str(path)) else str(error))
+        check.problems.append(str(error) if str(error).startswith(str(path)) else f"{path}: {error}")
         return check
-    check.problems.extend(suite_problems(path, table, task, raw_suite, suite_path.name))
+    check.problems.extend(environment_overrides(model, settings))
+    check.problems.extend(suite_problems(path, settings, raw_suite, suite_path.name))
     if sample is not None:
         try:
             frame = read_sample(sample, settings)
@@ -699,19 +646,18 @@ def _type_list(expectations: list[dict[str, Any]]) -> list[str] | None:
     return None
 
 
-def suite_problems(
-    model_path: Path, table: Mapping[str, Any], task: str, raw_suite: Mapping[str, Any], suite_name: str
-) -> list[str]:
-    """Mismatches between a model file's table and its suite, one line each."""
+def suite_problems(model_path: Path, settings: Settings, raw_suite: Mapping[str, Any], suite_name: str) -> list[str]:
+    """Mismatches between a model's table (its ``settings``) and its suite, one line each."""
     column_set, per_column = _suite_columns(raw_suite)
     known = set(column_set) if column_set is not None else set(per_column)
     ignored = set((raw_suite.get("meta") or {}).get("ignored_columns") or [])
-    roles: dict[str, str] = {table["label"]: "table.label"}
-    for key in ("id", "event_time"):
-        if table.get(key):
-            roles[table[key]] = f"table.{key}"
-    for key in ("numeric", "categorical"):
-        roles.update({column: f"table.{key}" for column in table[key]})
+    task, label = settings.task, settings.label_column
+    roles: dict[str, str] = {label: "table.label"}
+    for column, role in ((settings.id_column, "table.id"), (settings.timestamp_column, "table.event_time")):
+        if column:
+            roles[column] = role
+    roles.update(dict.fromkeys(settings.numeric_columns, "table.numeric"))
+    roles.update(dict.fromkeys(settings.categorical_columns, "table.categorical"))
     problems = []
     for column, role in roles.items():
         if column not in known:
@@ -740,14 +686,14 @@ def suite_problems(
             )
     label_sets = [
         e["kwargs"].get("value_set")
-        for e in per_column.get(table["label"], [])
+        for e in per_column.get(label, [])
         if e.get("type") == "expect_column_values_to_be_in_set"
     ]
     for value_set in label_sets:
         if task == "binary" and len(value_set) != 2:
-            problems.append(f"{suite_name}: label {table['label']!r} allows {value_set}: a binary label has two values")
+            problems.append(f"{suite_name}: label {label!r} allows {value_set}: a binary label has two values")
         elif task == "multiclass" and len(value_set) < 2:
-            problems.append(f"{suite_name}: label {table['label']!r} allows {value_set}: multiclass needs two or more")
+            problems.append(f"{suite_name}: label {label!r} allows {value_set}: multiclass needs two or more")
     return problems
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from include.continuous_training.config import Settings
+from include.continuous_training.config import Settings, load_settings
+from include.continuous_training.model_files import load_model_file
 from include.continuous_training.onboarding import (
     OnboardingError,
     check_model,
     infer_table_model,
     init_model,
-    model_settings,
     read_sample,
 )
 from include.continuous_training.validation import validate_batch
@@ -52,9 +52,8 @@ def penguin_model(penguin_files):
 
 
 def written_settings(model_path: Path) -> Settings:
-    """The settings a written model file gives, read back with yaml.safe_load (as check-model does)."""
-    model = yaml.safe_load(model_path.read_text())
-    return model_settings(model["table"], model["task"], model_path.parent / model["suite"], environ={})
+    """The settings a written model file gives, read by the loader the DAGs use."""
+    return load_settings(environ={}, model=load_model_file(model_path))
 
 
 def test_penguins_parquet_with_categories_becomes_a_multiclass_model(penguin_model, penguin_files):
@@ -184,7 +183,6 @@ def test_a_model_file_that_disagrees_with_its_suite_is_named(penguin_model, tmp_
     def add_feature_drop_year_slice_on_a_number(model):
         model["table"]["numeric"] = [*model["table"]["numeric"][:-1], "bill_ratio"]
         model["gates"] = {"CT_SLICE_COLUMN": "year"}
-        model["name"] = "pinguins"
 
     edited_model(models, tmp_path, add_feature_drop_year_slice_on_a_number)
     problems = check_model("penguins", models_dir=tmp_path).problems
@@ -195,8 +193,7 @@ def test_a_model_file_that_disagrees_with_its_suite_is_named(penguin_model, tmp_
         f"{path}: gates.CT_SLICE_COLUMN 'year' is not a categorical feature (table.categorical: ['island', 'sex'])"
         in problems
     )
-    assert f"{path}: name: 'pinguins', but the file is penguins.yaml: they must agree" in problems
-    assert len(problems) == 4, problems
+    assert len(problems) == 3, problems
 
 
 def test_a_feature_of_the_wrong_kind_is_named(penguin_model, tmp_path):
@@ -214,19 +211,29 @@ def test_a_feature_of_the_wrong_kind_is_named(penguin_model, tmp_path):
 
 def test_schema_errors_name_the_field_and_the_file(penguin_model, tmp_path):
     _, models = penguin_model
-
-    def no_label_bad_task(model):
-        del model["table"]["label"]
-        model["task"] = "ranking"
-
-    edited_model(models, tmp_path, no_label_bad_task)
-    problems = check_model("penguins", models_dir=tmp_path).problems
     path = tmp_path / "penguins.yaml"
-    assert f"{path}: table.label: required" in problems
-    assert any(p.startswith(f"{path}: task: expected one of") for p in problems)
+
+    edited_model(models, tmp_path, lambda model: model["table"].pop("label"))
+    assert check_model("penguins", models_dir=tmp_path).problems == [f"{path}: table.label: required"]
+
+    edited_model(models, tmp_path, lambda model: model.update(name="pinguins"))
+    problems = check_model("penguins", models_dir=tmp_path).problems
+    assert problems == [f"{path}: name: 'pinguins' must match the file name ('penguins')"]
+
+    missing = check_model("nobody", models_dir=tmp_path).problems
+    assert missing[0].startswith(f"{tmp_path / 'nobody.yaml'}: cannot read")
+
+
+def test_an_environment_that_overrides_the_model_file_is_named(penguin_model):
+    """The environment wins over a model file: a CT_LABEL_COLUMN left in the shell replaces the label."""
+    _, models = penguin_model
+    problems = check_model("penguins", models_dir=models, environ={"CT_LABEL_COLUMN": "is_fraud"}).problems
+    path = models / "penguins.yaml"
     assert (
-        check_model("nobody", models_dir=tmp_path).problems[0].startswith(f"{tmp_path / 'nobody.yaml'}: cannot be read")
+        f"{path}: table.label: the environment's CT_LABEL_COLUMN='is_fraud' wins over the model file's 'species'"
+        in problems
     )
+    assert check_model("penguins", models_dir=models, environ={}).problems == []
 
 
 def test_column_kinds_on_a_penguins_table_with_every_awkward_column():
