@@ -197,6 +197,10 @@ def infer_table_model(
     chosen_id, id_reason = _choose_id(id_column, id_candidates, decisions)
     chosen_time, time_reason = _choose_event_time(event_time, datetimes, decisions)
     ordered = tuple(decisions[c] for c in columns)
+    if not any(d.kind in ("numeric", "categorical") for d in ordered):
+        raise OnboardingError(
+            "no feature column: " + "; ".join(d.line() for d in ordered if d.kind != "label") + " (a model needs one)"
+        )
     return TableModel(
         name=name,
         task=chosen_task,

@@ -92,13 +92,18 @@ def test_penguins_parquet_with_categories_becomes_a_multiclass_model(penguin_mod
 
 
 def test_penguins_csv_gives_the_same_model(penguin_files):
-    result = init_model(penguin_files / "penguins.csv", "species", "penguins_csv", models_dir=penguin_files / "csv")
+    """From CSV too; a shell's table variables (another table's) are not used, only warned about."""
+    shell = {"CT_LABEL_COLUMN": "is_fraud", "CT_NUMERIC_COLUMNS": "amount"}
+    result = init_model(
+        penguin_files / "penguins.csv", "species", "penguins_csv", models_dir=penguin_files / "csv", environ=shell
+    )
     assert result.model.task == "multiclass"
     assert result.model.categorical == ("island", "sex")
     assert result.model.numeric == MEASUREMENTS
     assert (result.model.id_column, result.model.event_time) == (None, None)
     assert "island: categorical (object string, 3 values)" in result.report_lines()
     assert result.self_check == []
+    assert [line.split(": ")[1] for line in result.overridden] == ["table.label", "table.numeric"]
 
 
 def test_breast_cancer_is_binary_with_numeric_features_only(tmp_path):
@@ -281,6 +286,8 @@ def test_task_inference_and_refusals():
         infer_table_model(wine.assign(target=1), "target", "wine")
     with pytest.raises(OnboardingError, match="--label 'class' is not a column"):
         infer_table_model(wine, "class", "wine")
+    with pytest.raises(OnboardingError, match=r"no feature column: station: ignored \(constant"):
+        infer_table_model(wine[["target"]].assign(station="Palmer"), "target", "wine")
     with pytest.raises(OnboardingError, match="model name 'Wine'"):
         infer_table_model(wine, "target", "Wine")
 
