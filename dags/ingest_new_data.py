@@ -33,7 +33,7 @@ from airflow.sdk import dag, task
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
-from include.continuous_training.model_files import ModelFile, discover_model_files, model_doc
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.sensors import NewLandingObjectsSensor
 
@@ -97,5 +97,5 @@ def build_ingest_new_data(model_file: ModelFile) -> None:
     ingest_new_data()
 
 
-for MODEL in discover_model_files():  # one DAG per model file (CT_MODELS_DIR)
+for MODEL in models_to_build("ingest_new_data"):  # one DAG per model file (CT_MODELS_DIR)
     build_ingest_new_data(MODEL)
