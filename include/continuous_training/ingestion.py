@@ -223,8 +223,12 @@ def ingest_object(
     (with a one-line reason naming the object and where it went) when the batch was quarantined,
     and :class:`AlreadyClaimed` when another run is processing it. Re-running for an object that
     already has an outcome returns (or raises) that same outcome without writing anything.
-    Event times are checked against ``ingested_at`` (default: now).
+    Event times are checked against ``ingested_at`` (default: now). Before anything is read, the
+    configured columns are checked against the suite (``validation.SettingNotInSuite``).
     """
+    from include.continuous_training.validation import check_settings_against_suite
+
+    check_settings_against_suite(settings)
     previous = recorded_result(client, settings, ref)
     if previous is None:
         claim_object(client, settings, ref, run_id)
@@ -281,6 +285,7 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str, 
         report.update(verdict="ingested_flagged")
         put_json(client, settings.s3_bucket, report_key, report)
         report_uri = settings.s3_uri(report_key)
+    good = with_derived_columns(good, settings, ref, ingested_at)
     curated_key = f"{settings.curated_prefix}batch_id={batch_id}/data.parquet"
     put_bytes(client, settings.s3_bucket, curated_key, parquet_bytes(good))
     result = IngestResult(
@@ -304,6 +309,46 @@ def _process(client: S3Client, settings: Settings, ref: ObjectRef, run_id: str, 
         log.warning("%s: curated%s", ref.key, old_note)
     _record(client, settings, result, outcome.suite.version)
     return result
+
+
+def derived_row_ids(ref: ObjectRef, rows: Iterable[int]) -> list[str]:
+    """Row ids for a table without an id column: ``<batch id>-<row number in the object>``.
+
+    The batch id is a hash of the object's key and ETag (:func:`batch_id_for`), the row number the
+    row's position in the object as it landed (before any bad row is set aside). Why this and not a
+    hash of the row's values: the same object version always gives the same ids (a re-run, a replay,
+    a re-curation after a suite fix dedup onto the same rows), two different objects (another key, or
+    the same key overwritten: a new ETag) can never collide, and two genuinely identical rows (two
+    equal purchases in one export) stay two rows instead of being merged by the training dedup. The
+    zero-padded row number keeps the rows of a batch in their landing order when sorted by id. The
+    cost: the same row landing again in *another* object is a new row (there is no id to tell).
+    """
+    return [f"{batch_id_for(ref)}-{row:09d}" for row in rows]
+
+
+def with_derived_columns(
+    frame: pd.DataFrame, settings: Settings, ref: ObjectRef, ingested_at: datetime
+) -> pd.DataFrame:
+    """``frame`` with the id and event-time columns ingest derives when the table has none.
+
+    With ``CT_ID_COLUMN`` empty: ``ct_row_id`` (:func:`derived_row_ids`, from the rows' positions in
+    ``frame``'s index, which is their place in the landing object). With ``CT_TIMESTAMP_COLUMN``
+    empty: ``ct_ingested_at``, the ingest time (tz-naive UTC, like every curated timestamp) on every
+    row, so time-based splits order batches by when they were ingested. A column already of that name
+    is left as it is.
+    """
+    import pandas as pd
+
+    added: dict[str, Any] = {}
+    if not settings.id_column and settings.row_id_column not in frame.columns:
+        added[settings.row_id_column] = pd.Series(
+            derived_row_ids(ref, (int(i) for i in frame.index)), index=frame.index, dtype="string"
+        )
+    if not settings.timestamp_column and settings.event_time_column not in frame.columns:
+        at = pd.Timestamp(ingested_at)
+        at = at.tz_convert("UTC").tz_localize(None) if at.tzinfo else at
+        added[settings.event_time_column] = pd.Series(at, index=frame.index, dtype="datetime64[ns]")
+    return frame.assign(**added) if added else frame
 
 
 def _alert_flagged(settings: Settings, result: IngestResult, flags: list[GuardFlag]) -> None:
