@@ -34,7 +34,7 @@ from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.notifications import alert_on_failure
-from include.continuous_training.sensors import NewLandingObjectsSensor
+from include.continuous_training.sensors import NewLandingObjectsSensor, replay_params
 
 SETTINGS = load_settings()
 CURATED_BATCHES = curated_batches_asset(SETTINGS)
@@ -48,6 +48,7 @@ CURATED_BATCHES = curated_batches_asset(SETTINGS)
     catchup=False,
     max_active_runs=1,
     tags=["continuous-training", "ingest"],
+    params=replay_params(),  # replay_keys: quarantined landing keys to validate again (after a suite fix)
     default_args={
         "owner": "ml-platform",
         "retries": 2,
@@ -70,7 +71,7 @@ def ingest_new_data() -> None:
         """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
         from airflow.sdk import get_current_context
 
-        from include.continuous_training.ingestion import ingest_object
+        from include.continuous_training.ingestion import ingest_object, replay_object
         from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
         settings = task_settings()  # environment, then Airflow Variables, then defaults
@@ -78,7 +79,8 @@ def ingest_new_data() -> None:
         get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
         # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
         with task_outcome():
-            result = ingest_object(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
+            take = replay_object if landing_object.get("replay") else ingest_object  # marked by the sensor
+            result = take(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
         context["outlet_events"][CURATED_BATCHES].extra = result.asset_extra()
         return result.as_dict()
 
