@@ -234,6 +234,19 @@ def strict_then_fixed_suites(settings: Settings, tmp_path: Path, frame: pd.DataF
     )
 
 
+def table_environment(table: Settings) -> dict[str, str]:
+    """The penguin table's settings as the environment variables a task or a CLI reads."""
+    return {
+        "CT_LABEL_COLUMN": table.label_column,
+        "CT_ID_COLUMN": table.id_column,
+        "CT_TIMESTAMP_COLUMN": table.timestamp_column,
+        "CT_NUMERIC_COLUMNS": ",".join(table.numeric_columns),
+        "CT_CATEGORICAL_COLUMNS": ",".join(table.categorical_columns),
+        "CT_SLICE_COLUMN": table.slice_column,
+        "CT_EXPECTATION_SUITE": str(table.expectation_suite_path),
+    }
+
+
 def test_two_replays_at_once_curate_a_quarantined_object_once_and_keep_both_outcomes(s3, settings, tmp_path):
     frame = penguins()
     v1, v2 = strict_then_fixed_suites(settings, tmp_path, frame)
@@ -283,16 +296,7 @@ def test_the_ingest_dag_replays_quarantined_keys_given_as_a_param(
 ):
     frame = penguins()
     v1, v2 = strict_then_fixed_suites(settings, tmp_path, frame)
-    overrides = {
-        "CT_LABEL_COLUMN": "is_adelie",
-        "CT_ID_COLUMN": "penguin_id",
-        "CT_TIMESTAMP_COLUMN": "observed_at",
-        "CT_NUMERIC_COLUMNS": ",".join(NUMERIC),
-        "CT_CATEGORICAL_COLUMNS": ",".join(CATEGORICAL),
-        "CT_SLICE_COLUMN": "island",
-        "CT_EXPECTATION_SUITE": str(v1.expectation_suite_path),
-    }
-    for name, value in overrides.items():
+    for name, value in table_environment(v1).items():
         monkeypatch.setenv(name, value)
     key = land(s3, v1, "penguins.csv", as_bytes(frame, "csv"))
     assert run_dag(dagbag, "ingest_new_data").states_of("ingest_batch") == {0: "failed"}  # quarantined under v1
@@ -309,3 +313,28 @@ def test_the_ingest_dag_replays_quarantined_keys_given_as_a_param(
     assert [(a["status"], a["suite_version"]) for a in raw["attempts"]] == [("quarantined", "1")]
     assert raw["suite_version"] == "2"
     assert len(list(list_objects(s3, v2.s3_bucket, v2.curated_prefix))) == 1
+
+
+def test_the_replay_command_curates_every_quarantined_object_under_the_fixed_suite(
+    s3, settings, tmp_path, monkeypatch, capsys
+):
+    from include.continuous_training.ingestion import main
+
+    frame = penguins()
+    v1, v2 = strict_then_fixed_suites(settings, tmp_path, frame)
+    for name, value in table_environment(v2).items():
+        monkeypatch.setenv(name, value)
+    key = land(s3, v1, "penguins.parquet", as_bytes(frame, "parquet"))
+    with pytest.raises(BatchQuarantined):
+        ingest_all(s3, v1)
+
+    assert main(["replay", "--key", "landing/never-landed.csv"]) == 2
+    assert "replay_keys ['landing/never-landed.csv']: no quarantined object" in capsys.readouterr().out
+    assert main(["replay", "--all-quarantined"]) == 0
+
+    printed = capsys.readouterr().out
+    assert f"{key}: curated {len(frame)} rows" in printed
+    assert "replayed 1 object(s): 1 curated, 0 not" in printed
+    [entry] = read_manifest(s3, v2)
+    assert entry.status == "ingested"
+    assert quarantined_objects(s3, v2) == []
