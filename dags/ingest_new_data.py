@@ -33,9 +33,9 @@ from airflow.sdk import dag, task
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
-from include.continuous_training.model_files import ModelFile, discover_model_files, model_doc
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
-from include.continuous_training.sensors import NewLandingObjectsSensor
+from include.continuous_training.sensors import NewLandingObjectsSensor, replay_params
 
 
 def build_ingest_new_data(model_file: ModelFile) -> None:
@@ -51,6 +51,7 @@ def build_ingest_new_data(model_file: ModelFile) -> None:
         catchup=False,
         max_active_runs=1,
         tags=["continuous-training", "ingest", model_file.tag],
+        params=replay_params(),  # replay_keys: quarantined landing keys to validate again (after a suite fix)
         default_args={
             "owner": "ml-platform",
             "retries": 2,
@@ -76,19 +77,16 @@ def build_ingest_new_data(model_file: ModelFile) -> None:
             """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
             from airflow.sdk import get_current_context
 
-            from include.continuous_training.ingestion import ingest_object
+            from include.continuous_training.ingestion import ingest_object, replay_object
             from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
-            settings = task_settings(
-                model_file
-            )  # environment, then the model file, then Airflow Variables, then defaults
+            settings = task_settings(model_file)  # environment, model file, Airflow Variables, defaults
             ref = ObjectRef.from_dict(landing_object)
             get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
             # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
             with task_outcome():
-                result = ingest_object(
-                    s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"]
-                )
+                take = replay_object if landing_object.get("replay") else ingest_object  # marked by the sensor
+                result = take(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
             context["outlet_events"][curated_batches].extra = result.asset_extra()
             return result.as_dict()
 
@@ -97,5 +95,5 @@ def build_ingest_new_data(model_file: ModelFile) -> None:
     ingest_new_data()
 
 
-for MODEL in discover_model_files():  # one DAG per model file (CT_MODELS_DIR)
+for MODEL in models_to_build("ingest_new_data"):  # one DAG per model file (CT_MODELS_DIR)
     build_ingest_new_data(MODEL)

@@ -27,7 +27,7 @@ from airflow.sdk import CronTriggerTimetable, Param, XComArg, dag, task
 from include.continuous_training.config import task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, persist_link
-from include.continuous_training.model_files import ModelFile, discover_model_files, model_doc
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 
 
@@ -114,5 +114,5 @@ def build_monitor_drift(model_file: ModelFile) -> None:
     monitor_drift()
 
 
-for MODEL in discover_model_files():  # one DAG per model file (CT_MODELS_DIR)
+for MODEL in models_to_build("monitor_drift"):  # one DAG per model file (CT_MODELS_DIR)
     build_monitor_drift(MODEL)

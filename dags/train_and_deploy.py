@@ -44,7 +44,7 @@ from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.features import TUNABLE_PARAMS
 from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
-from include.continuous_training.model_files import ModelFile, discover_model_files, model_doc
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
 
@@ -301,5 +301,5 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
     train_and_deploy()
 
 
-for MODEL in discover_model_files():  # one DAG per model file (CT_MODELS_DIR)
+for MODEL in models_to_build("train_and_deploy"):  # one DAG per model file (CT_MODELS_DIR)
     build_train_and_deploy(MODEL)

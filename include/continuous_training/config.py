@@ -62,6 +62,14 @@ DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
 WINDOW_SHRINK_ACTIONS = ("fail", "warn")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
+# The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
+TASK_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1"),
+    "multiclass": ("macro_f1", "accuracy", "log_loss", "roc_auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+# Metrics where a smaller value is the better model (every other metric: higher is better).
+LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier", "rmse", "mae"})
 # Columns ingest adds to curated batches when a table has no id / no event-time column of its own.
 DERIVED_ID_COLUMN = "ct_row_id"
 DERIVED_EVENT_TIME_COLUMN = "ct_ingested_at"
@@ -222,6 +230,15 @@ class Settings:
     label_column: str = _setting(
         "is_fraud", "CT_LABEL_COLUMN", "the label: two classes (binary), several (multiclass) or a number (regression)"
     )
+    positive_class: str = _setting(
+        "",
+        "CT_POSITIVE_CLASS",
+        "binary: the label value that is the positive class (as text, e.g. `yes`, `1`, `True`); "
+        "empty: the larger of the two sorted values",
+    )
+    max_classes: int = _setting(
+        50, "CT_MAX_CLASSES", "multiclass: a label with more distinct values is refused before training"
+    )
     id_column: str = _setting(
         "transaction_id",
         "CT_ID_COLUMN",
@@ -296,16 +313,31 @@ class Settings:
     reference_sample_rows: int = _setting(
         5000, "CT_REFERENCE_SAMPLE_ROWS", "training rows kept with the model for drift checks"
     )
+    gate_metric: str = _setting(
+        "",
+        "CT_GATE_METRIC",
+        "holdout metric the gates compare (one the task reports); empty: `roc_auc` (binary), `macro_f1` "
+        "(multiclass), `rmse` (regression)",
+    )
+    metric_floor: float | None = _setting(
+        None,
+        "CT_METRIC_FLOOR",
+        "absolute floor on the gate metric (a ceiling for lower-is-better metrics); empty: `CT_ROC_AUC_FLOOR` "
+        "when the gate metric is `roc_auc`, otherwise no floor",
+        kind=_Kind("number", _number),
+    )
     roc_auc_floor: float = _setting(0.70, "CT_ROC_AUC_FLOOR", "absolute quality floor for a challenger")
-    min_delta: float = _setting(0.0, "CT_MIN_DELTA", "how much a challenger must beat the champion's ROC AUC by")
+    min_delta: float = _setting(
+        0.0, "CT_MIN_DELTA", "how much a challenger must beat the champion's gate metric (ROC AUC by default) by"
+    )
     loss_tolerance: float = _setting(
-        0.005, "CT_LOSS_TOLERANCE", "bootstrap 95 % lower bound of the AUC gain may not be below -this"
+        0.005, "CT_LOSS_TOLERANCE", "bootstrap 95 % lower bound of the gate-metric gain may not be below -this"
     )
     bootstrap_samples: int = _setting(1000, "CT_BOOTSTRAP_SAMPLES", "paired bootstrap resamples of the holdout")
     slice_column: str = _setting(
         "channel", "CT_SLICE_COLUMN", "categorical column whose slices are compared (one of the categorical columns)"
     )
-    slice_tolerance: float = _setting(0.02, "CT_SLICE_TOLERANCE", "max slice AUC loss")
+    slice_tolerance: float = _setting(0.02, "CT_SLICE_TOLERANCE", "max slice loss on the gate metric")
     min_slice_rows: int = _setting(200, "CT_MIN_SLICE_ROWS", "slices with fewer holdout rows are not gated")
     decision_threshold: float = _setting(0.5, "CT_DECISION_THRESHOLD", "score threshold for accuracy / F1")
     deployment_target: str = _setting(
@@ -383,6 +415,13 @@ class Settings:
             raise SettingsError(f"columns listed as both categorical and numeric: {sorted(overlap)}")
         if self.task not in TASKS:
             raise SettingsError(f"CT_TASK {self.task!r}: expected one of {TASKS}")
+        if self.gate_metric and self.gate_metric not in TASK_METRICS[self.task]:
+            raise SettingsError(
+                f"CT_GATE_METRIC {self.gate_metric!r} is not a {self.task} metric (CT_TASK={self.task}): "
+                f"expected one of {TASK_METRICS[self.task]}"
+            )
+        if self.max_classes < 3:
+            raise SettingsError(f"CT_MAX_CLASSES must be at least 3, got {self.max_classes}")
         if not self.label_column:
             raise SettingsError("CT_LABEL_COLUMN is empty: a model needs a label column")
         reserved = {self.label_column, self.row_id_column, self.event_time_column}

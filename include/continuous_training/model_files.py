@@ -330,6 +330,17 @@ def discover_model_files(directory: Path | str | None = None) -> list[ModelFile]
     return models
 
 
+def models_to_build(stem: str, directory: Path | str | None = None) -> list[ModelFile]:
+    """The model files whose ``stem`` DAG this parse builds: every one, except when a worker parses the
+    DAG file to run one task (Airflow's parsing context names that DAG): then only that DAG's model,
+    as Airflow's docs advise for generated DAGs. Every file is still checked."""
+    from airflow.sdk import get_parsing_context
+
+    models = discover_model_files(directory)
+    wanted = get_parsing_context().dag_id
+    return models if wanted is None else [model for model in models if model.dag_id(stem) == wanted]
+
+
 def find_model_file(name: str, directory: Path | str | None = None) -> ModelFile:
     """The model file called ``name`` (``<directory>/<name>.yaml``); :class:`ModelFileError` if none."""
     directory = Path(directory) if directory is not None else models_dir()

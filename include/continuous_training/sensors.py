@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue
+from airflow.sdk import BaseSensorOperator, Param, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 MAX_OBJECTS_PER_RUN = 100
+
+
+def replay_params() -> dict[str, Param]:
+    """The ingest DAG's Params (fresh per DAG): a run given ``replay_keys`` replays those quarantined objects."""
+    return {
+        "replay_keys": Param(
+            [],
+            type="array",
+            items={"type": "string"},
+            description="Landing keys of quarantined objects to validate again against the current suite, "
+            "e.g. after a suite fix (each is curated at most once per suite version). Empty: wait for new data.",
+        )
+    }
 
 
 def _find_new(aws_conn_id: str, limit: int, model: str = "") -> list[dict[str, Any]]:
@@ -35,6 +48,17 @@ def _find_new(aws_conn_id: str, limit: int, model: str = "") -> list[dict[str, A
     settings = load_settings(model=model or None)  # "": CT_MODEL, else the environment alone
     client = s3_client_from_connection(aws_conn_id)
     return [ref.as_dict() for ref in find_new_objects(client, settings, limit=limit)]
+
+
+def _find_quarantined(aws_conn_id: str, keys: list[str], model: str = "") -> list[dict[str, Any]]:
+    """The quarantined versions of ``keys``, marked ``replay`` for ``ingest_batch`` (the ``replay_keys`` Param)."""
+    from include.continuous_training.config import task_settings
+    from include.continuous_training.ingestion import quarantined_objects
+    from include.continuous_training.storage import s3_client_from_connection
+
+    settings = task_settings(model or None)
+    client = s3_client_from_connection(aws_conn_id)
+    return [{**ref.as_dict(), "replay": True} for ref in quarantined_objects(client, settings, keys)]
 
 
 class NewLandingObjectsTrigger(BaseTrigger):
@@ -88,6 +112,9 @@ class NewLandingObjectsSensor(BaseSensorOperator):
     ``model`` names the model file whose landing prefix and manifest are watched (empty: ``CT_MODEL``,
     else the environment's settings alone).
 
+    A run whose ``replay_keys`` Param names landing keys returns their quarantined versions instead,
+    at once and marked ``"replay": True`` (``ingestion.replay_object`` takes them).
+
     No new data before ``timeout`` → the task is *skipped* (not failed): an hour without new files
     is normal. Deferrable by default; ``deferrable=False`` pokes in the worker instead.
     """
@@ -118,6 +145,14 @@ class NewLandingObjectsSensor(BaseSensorOperator):
         return PokeReturnValue(is_done=bool(objects), xcom_value=objects)
 
     def execute(self, context: Context) -> Any:
+        replay_keys = list((context.get("params") or {}).get("replay_keys") or [])
+        if replay_keys:  # a run asked to replay quarantined objects: those, at once, and nothing new
+            from include.continuous_training.errors import task_outcome
+
+            with task_outcome():  # an unknown key fails the run without retries
+                objects = _find_quarantined(self.aws_conn_id, replay_keys, self.model)
+            self.log.info("replaying %d quarantined object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
+            return objects
         if not self.deferrable:
             return super().execute(context)
         found = self.poke(context)

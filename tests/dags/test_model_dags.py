@@ -90,3 +90,12 @@ def test_no_model_files_no_dags(tmp_path, monkeypatch):
     dagbag = dagbag_for(tmp_path, monkeypatch)
     assert dagbag.import_errors == {}
     assert dagbag.dag_ids == []
+
+
+def test_a_worker_parsing_for_one_task_builds_only_that_dag(two_models, monkeypatch):
+    # What Airflow sets when a worker parses the file to run a task of train_and_deploy_penguins.
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", "train_and_deploy_penguins")
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "train_challenger")
+    dagbag = dagbag_for(two_models, monkeypatch)
+    assert dagbag.import_errors == {}
+    assert dagbag.dag_ids == ["train_and_deploy_penguins"]

@@ -5,7 +5,10 @@ Routes:
 - ``POST /predict``: one record (a JSON object) or a batch (a JSON array, or ``{"records": [...]}``).
   Every record is checked against the served model's feature spec; problems come back as 4xx with
   field-level messages (``loc`` = record index and field), never a 500. The response carries
-  ``prediction_id``, ``probability``, ``label`` and ``model_version``.
+  ``prediction_id`` and ``model_version``, and what the served model predicts (its ``task``):
+  binary ``probability`` (of the positive class) and ``label`` (the class value); multiclass
+  ``label``, ``probability`` (of that class) and ``probabilities`` (``{class: p}``); regression
+  ``prediction``.
 - ``GET /health`` (process alive), ``GET /ready`` (a model is loaded), ``GET /metadata``,
   ``GET /metrics`` (Prometheus, aggregated over all workers).
 - ``POST /admin/reload`` with ``{"version": "7"}`` or ``{"alias": "champion"}`` and
@@ -22,6 +25,7 @@ import math
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -44,16 +48,27 @@ class Metrics:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter, Gauge, Histogram, Summary
 
         self.requests = Counter("ct_http_requests_total", "HTTP requests", ["route", "code"])
         self.latency = Histogram("ct_http_request_seconds", "Request latency", ["route"], buckets=LATENCY_BUCKETS)
-        self.scores = Histogram("ct_prediction_score", "Predicted probabilities", buckets=SCORE_BUCKETS)
+        self.scores = Histogram(
+            "ct_prediction_score",
+            "Predicted probabilities: of the positive class (binary), of the predicted class (multiclass)",
+            buckets=SCORE_BUCKETS,
+        )
+        # A regression prediction has no fixed range for buckets: count and sum (the mean) instead.
+        self.values = Summary("ct_prediction_value", "Predicted values (regression models)")
         self.predictions = Counter("ct_predictions_total", "Records scored")
         self.model_version = Gauge("ct_model_version", "Served model version per worker", multiprocess_mode="liveall")
         self.log_written = Counter("ct_inference_log_rows_written_total", "Inference-log rows written to S3")
         self.log_dropped = Counter("ct_inference_log_rows_dropped_total", "Inference-log rows dropped (buffer full)")
         self.log_buffered = Gauge("ct_inference_log_rows_buffered", "Rows waiting for S3", multiprocess_mode="livesum")
+        self.unknown_categories = Counter(
+            "ct_unknown_category_total",
+            "Values of a categorical feature the model never saw (scored as missing)",
+            ["feature"],
+        )
 
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -171,18 +186,31 @@ def parse_records(body: bytes, settings: Settings) -> tuple[list[Any], bool]:
     return records, single
 
 
-def encode_records(records: list[Any], model: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """The float32 matrix for ``records`` and a list of field-level errors (empty when all valid)."""
+UNKNOWN_CATEGORIES_FIELD = "ct_unknown_categories"  # inference-log column: features whose value the model never saw
+
+
+def encode_records(records: list[Any], model: Any, metrics: Metrics | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """The float32 matrix for ``records`` and a list of field-level errors (empty when all valid).
+
+    A categorical value the training window never held is scored as missing (NaN), as training
+    encodes it, not refused: the world may have a new channel before the model does. Each one is
+    counted per feature (``ct_unknown_category_total{feature=...}`` on ``metrics``) and named in the
+    record's :data:`UNKNOWN_CATEGORIES_FIELD` (comma-separated features; the inference log keeps it,
+    and the raw value stays logged under its feature, so the drift check sees the new value).
+    A wrong type, a missing field or a non-finite number is still an error.
+    """
     import numpy as np
 
     spec = model.spec
     numeric, categorical = spec.numeric, list(spec.categories)
     matrix = np.empty((len(records), len(numeric) + len(categorical)), dtype=np.float32)
     errors: list[dict[str, Any]] = []
+    unknown_counts: Counter[str] = Counter()
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             errors.append({"loc": [i], "msg": "expected a JSON object", "type": "type_error"})
             continue
+        unknown: list[str] = []
         for j, name in enumerate(numeric):
             value = record.get(name)
             if name not in record:
@@ -204,19 +232,54 @@ def encode_records(records: list[Any], model: Any) -> tuple[Any, list[dict[str, 
                     {"loc": [i, name], "msg": f"expected a string, got {type(value).__name__}", "type": "type_error"}
                 )
             elif value not in model.lookups[name]:
-                allowed = spec.categories[name]
-                errors.append(
-                    {
-                        "loc": [i, name],
-                        "msg": f"unknown category {value!r}; expected one of {allowed}",
-                        "type": "value_error",
-                    }
-                )
+                matrix[i, k] = np.nan
+                unknown.append(name)
             else:
                 matrix[i, k] = model.lookups[name][value]
+        if unknown:
+            record[UNKNOWN_CATEGORIES_FIELD] = ",".join(unknown)
+            unknown_counts.update(unknown)
         if len(errors) > 100:
             break
+    if metrics is not None and not errors:  # a refused request scored nothing
+        for name, count in unknown_counts.items():
+            metrics.unknown_categories.labels(name).inc(count)
     return matrix, errors
+
+
+def predictions_of(spec: Any, output: Any, threshold: float) -> list[dict[str, Any]]:
+    """One response entry per row of the model's output (:meth:`FeatureSpec.predict`), with ``score``:
+    the number the inference log keeps (P(positive), P(predicted class), or the prediction).
+
+    Binary: ``probability`` and ``label`` (positive at ``probability >= threshold``); multiclass:
+    ``label``, ``probability`` of it and ``probabilities`` per class; regression: ``prediction``.
+    """
+    import numpy as np
+
+    ids = [uuid.uuid4().hex for _ in range(len(output))]
+    if spec.task == "regression":
+        return [
+            {"prediction_id": i, "prediction": value, "score": value}
+            for i, value in zip(ids, output.tolist(), strict=True)
+        ]
+    labels = spec.predicted_labels(output, threshold)
+    if spec.task == "binary":
+        return [
+            {"prediction_id": i, "probability": p, "label": label, "score": p}
+            for i, p, label in zip(ids, output.tolist(), labels, strict=True)
+        ]
+    names = [str(c) for c in spec.classes]
+    chosen = np.max(output, axis=1).tolist()
+    return [
+        {
+            "prediction_id": i,
+            "label": label,
+            "probability": p,
+            "probabilities": dict(zip(names, row, strict=True)),
+            "score": p,
+        }
+        for i, label, p, row in zip(ids, labels, chosen, output.tolist(), strict=True)
+    ]
 
 
 def create_app(settings: Settings | None = None) -> Any:
@@ -233,7 +296,16 @@ def create_app(settings: Settings | None = None) -> Any:
     def log_columns() -> list[str]:
         model = store.current
         features = model.spec.feature_names if model else list(settings.feature_columns)
-        return ["prediction_id", "predicted_at", "model_version", "score", "label", settings.id_column, *features]
+        return [
+            "prediction_id",
+            "predicted_at",
+            "model_version",
+            "score",
+            "label",
+            settings.row_id_column,  # null for a request that sends no id
+            UNKNOWN_CATEGORIES_FIELD,
+            *features,
+        ]
 
     inference_log = InferenceLog(
         settings, log_columns, on_written=metrics.log_written.inc, on_dropped=metrics.log_dropped.inc
@@ -286,28 +358,27 @@ def create_app(settings: Settings | None = None) -> Any:
             records, single = parse_records(body, settings)
         except RequestError as error:
             return error.status, orjson.dumps({"detail": error.detail})
-        matrix, errors = encode_records(records, model)
+        matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
-        scores = model.booster.inplace_predict(matrix)
+        spec = model.spec
+        output = spec.predict(model.booster, matrix)
         now = time.time()
-        threshold = settings.decision_threshold
-        predictions, rows = [], []
-        for record, probability in zip(records, scores.tolist(), strict=True):
-            prediction_id = uuid.uuid4().hex
-            label = int(probability >= threshold)
-            predictions.append({"prediction_id": prediction_id, "probability": probability, "label": label})
+        predictions = predictions_of(spec, output, settings.decision_threshold)
+        rows = []
+        for record, prediction in zip(records, predictions, strict=True):
+            score_value = prediction.pop("score")
             rows.append(
                 {
                     **record,
-                    "prediction_id": prediction_id,
+                    "prediction_id": prediction["prediction_id"],
                     "predicted_at": now,
                     "model_version": model.version,
-                    "score": probability,
-                    "label": label,
+                    "score": score_value,
+                    "label": prediction.get("label"),
                 }
             )
-            metrics.scores.observe(probability)
+            (metrics.scores if spec.is_classifier else metrics.values).observe(score_value)
         metrics.predictions.inc(len(records))
         inference_log.append(rows)
         if single:
