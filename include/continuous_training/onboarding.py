@@ -16,9 +16,8 @@ How a column is classified (first rule that applies):
 - ``--id`` / ``--event-time`` name the id and event-time columns when given;
 - datetimes (naive or time-zone aware) and text whose every value parses as an ISO 8601 date → the
   event time when it is the only one (or ``--event-time``); any other datetime column is ignored;
-- booleans → **ignored**: the suite has no boolean feature type yet, so a boolean feature would
-  quarantine every batch; cast it to 0/1 upstream (then it is numeric) or list it by hand once the
-  suite accepts booleans;
+- booleans (``bool``, nullable ``boolean``, ``True``/``False`` text from CSV) → **numeric**: ingest
+  and the suite builder read a boolean numeric feature as 0/1 (:func:`validation.normalise_columns`);
 - numbers (ints, floats, nullable ``Int64``) → **numeric**, except an integer column unique per row
   with an id-like name (``id``, ``*_id``, ``customerId``, ``uuid``) → the id, and an integer column
   that counts the rows (0..n-1, a saved index) → ignored (it restarts in every batch);
@@ -176,9 +175,7 @@ def infer_table_model(
         elif _is_datetime(values):
             datetimes.append((column, described))
         elif pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.infer_dtype(present) == "boolean":
-            decisions[column] = ColumnDecision(
-                column, "ignored", f"{described}; booleans are not a feature type of the suite: cast to 0/1"
-            )
+            decisions[column] = ColumnDecision(column, "numeric", f"{described}; a boolean, read as 0/1")
         elif _is_text_like(values):
             kind, reason = _text_kind(column, values, described)
             if kind == "id":

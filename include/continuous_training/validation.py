@@ -44,11 +44,13 @@ ROW_LEVEL_EXPECTATIONS = frozenset(
         "expect_column_values_to_be_unique",
     }
 )
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64"]
+# pandas' nullable dtypes by their class names: GX matches "Int64Dtype", never "Int64" (kept for older suites).
+NULLABLE_NUMERIC_TYPES = ["Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "Float32Dtype", "Float64Dtype"]
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64", *NULLABLE_NUMERIC_TYPES]
 TEXT_TYPES = ["object", "str", "string", "StringDtype", "category"]
 # Timestamps are held as tz-naive UTC: GX's dtype check cannot match tz-aware pandas dtypes.
 TIMESTAMP_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
-LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool"]
+LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool", *NULLABLE_NUMERIC_TYPES]
 EXAMPLE_ROWS = 5
 
 GUARD = "distribution"  # the ``meta.guard`` value that marks a distribution guard in a suite

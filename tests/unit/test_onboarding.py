@@ -260,8 +260,8 @@ def test_column_kinds_on_a_penguins_table_with_every_awkward_column():
     assert model.event_time == "seen_at"
     assert kinds["Unnamed: 0"] == "ignored"
     assert kinds["notes"] == "ignored"
-    assert set(model.ignored) == {"Unnamed: 0", "notes", "station", "empty", "tagged"}
-    assert model.numeric == MEASUREMENTS
+    assert set(model.ignored) == {"Unnamed: 0", "notes", "station", "empty"}
+    assert model.numeric == (*MEASUREMENTS, "tagged")
     assert model.categorical == ("island", "sex")
 
     two_times = frame.assign(hatched=frame["seen_at"].dt.strftime("%Y-%m-%d"))
@@ -313,3 +313,17 @@ def test_the_cli_writes_both_files_and_refuses_to_overwrite(penguin_files, tmp_p
     checked = subprocess.run(check, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "no problems" in checked.stdout
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_booleans_and_nullable_ints_are_numeric_and_their_suite_validates_the_sample(tmp_path, kind):
+    import pandas as pd
+
+    frame = penguins()
+    frame["tagged"] = frame["year"] % 2 == 0
+    frame["chicks"] = pd.array([None if i % 7 == 0 else i % 3 for i in range(len(frame))], dtype="Int64")
+    sample = tmp_path / f"penguins.{kind}"
+    frame.to_parquet(sample) if kind == "parquet" else frame.to_csv(sample, index=False)
+    result = init_model(sample, "species", "tagged", models_dir=tmp_path)
+    assert result.model.numeric == (*MEASUREMENTS, "tagged", "chicks")
+    assert result.self_check == []
