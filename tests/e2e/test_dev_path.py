@@ -138,7 +138,7 @@ def test_services_status_while_up_and_after_down(ran):
     section = ran["output"].split("-m devtools.services status\n", 1)[1].split("-m devtools.services down", 1)[0]
     states = dict(re.findall(r"^(\w+)\s+(healthy|DOWN|ready|MISSING)\b", section, flags=re.MULTILINE))
     assert states == {"s3": "healthy", "mlflow": "healthy", "serving": "healthy", "airflow": "ready"}, section
-    assert ran["after"].returncode == 1
+    assert ran["after"].returncode != 0  # make: 2 when the recipe (status: 1) fails
     assert "not running" in ran["after"].stdout
 
 
