@@ -511,7 +511,11 @@ def main(argv: list[str] | None = None) -> int:
     services = LocalServices(state_dir=args.state_dir)
     if args.command == "up":
         services.airflow_home = args.state_dir / "airflow"
-        services.start()
+        try:
+            services.start()  # stops whatever it started when a step fails
+        except ServiceError as error:
+            print(f"services up failed, nothing left running: {error}", file=sys.stderr)
+            return 1
         for name, proc in services.processes.items():
             print(f"{name:7s} {proc.url}  (pid {proc.pid}, log {proc.log_path})")
         applied = "; ".join(services.airflow_settings_applied)
