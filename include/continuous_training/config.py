@@ -33,12 +33,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.errors import ConfigurationError, task_outcome
 
+if TYPE_CHECKING:
+    from include.continuous_training.model_files import ModelFile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SUITE_PATH = PACKAGE_DIR / "expectations" / "transactions.json"
+# Model files (model_files.py) sit beside the package: <project root>/models, /opt/airflow/models in the image.
+DEFAULT_MODELS_DIR = PACKAGE_DIR.parent.parent / "models"
 
 DEFAULT_NUMERIC_COLUMNS = (
     "amount",
@@ -169,6 +174,18 @@ def _setting(
 class Settings:
     """Frozen settings for every stage; build it with :func:`load_settings` or :func:`runtime_settings`."""
 
+    model: str = _setting(
+        "",
+        "CT_MODEL",
+        "the model file (`CT_MODELS_DIR/<name>.yaml`) a process outside a DAG uses (the endpoint, the CLIs); "
+        "empty: the settings below alone. DAGs pass their own model",
+    )
+    models_dir: Path = _setting(
+        DEFAULT_MODELS_DIR,
+        "CT_MODELS_DIR",
+        "where model files are found; one set of DAGs per file",
+        shown="`models/` at the project root",
+    )
     s3_bucket: str = _setting("ct-data", "CT_S3_BUCKET", "bucket holding every prefix below")
     landing_prefix: str = _setting(
         "landing/", "CT_LANDING_PREFIX", "where new raw files land (never modified or deleted)", kind=_PREFIX
@@ -518,25 +535,54 @@ def declared_settings() -> tuple[SettingDeclaration, ...]:
     return tuple(declarations)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, variables: VariableLookup | None = None) -> Settings:
-    """Build :class:`Settings`: each from ``environ`` (default ``os.environ``), else ``variables``, else its default.
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    variables: VariableLookup | None = None,
+    model: str | ModelFile | None = None,
+) -> Settings:
+    """Build :class:`Settings`: each from ``environ`` (default ``os.environ``), else the model file, else
+    ``variables``, else its default.
 
-    ``variables`` is asked only for settings whose environment variable is unset or empty, one call
-    each; without it (what DAG files do at parse time) nothing but the environment is read. An empty
-    value counts as unset. Raises :class:`SettingsError` naming the variable on a malformed value.
+    ``model`` is a model file (:mod:`model_files`) or its name (``CT_MODEL`` when omitted; none when
+    that is empty too). ``variables`` is asked only for settings that neither the environment nor the
+    model file sets, one call each; without it (what DAG files do at parse time) nothing but the
+    environment and the model file is read. An empty environment value counts as unset; in a model
+    file, empty is a value (``categorical: []``, ``id: null``). Raises :class:`SettingsError` naming the
+    variable (and the model file) on a malformed value.
     """
     env = os.environ if environ is None else environ
+    model_file = _model_file(model if model is not None else env.get("CT_MODEL", ""), env)
+    from_file = model_file.values if model_file else {}
     values: dict[str, Any] = {}
     for declared in declared_settings():
         raw, source = env.get(declared.env), ""
+        if not raw and declared.name in from_file:
+            values[declared.name] = declared.value_from(from_file[declared.name], f"{model_file.path}: ")  # type: ignore[union-attr]
+            continue
         if not raw and variables is not None:
             raw, source = variables(declared.env), "Airflow Variable "
         if raw:
             values[declared.name] = declared.value_from(raw, source)
-    return Settings(**values)
+    if model_file is None:
+        return Settings(**values)
+    values["model"] = model_file.name
+    try:
+        return Settings(**values)
+    except SettingsError as error:
+        raise SettingsError(f"{model_file.path}: {error}") from None
 
 
-def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def _model_file(model: str | ModelFile, env: Mapping[str, str]) -> ModelFile | None:
+    if not isinstance(model, str):
+        return model
+    if not model:
+        return None
+    from include.continuous_training.model_files import find_model_file
+
+    return find_model_file(model, env.get("CT_MODELS_DIR") or DEFAULT_MODELS_DIR)
+
+
+def runtime_settings(environ: Mapping[str, str] | None = None, model: str | ModelFile | None = None) -> Settings:
     """Settings for code running inside an Airflow task: environment, then Airflow Variables, then defaults.
 
     Call it in a task body, never at the top of a DAG file. Variables are read through
@@ -551,15 +597,16 @@ def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         from airflow.sdk import Variable, conf
     except ImportError:
-        return load_settings(env)
+        return load_settings(env, model=model)
     # AIRFLOW_VAR_* come from the process environment, whatever ``environ`` the settings are read from.
-    return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ))
+    return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ), model=model)
 
 
-def task_settings() -> Settings:
-    """:func:`runtime_settings` for a task body: a malformed value fails the task at once, without retries."""
+def task_settings(model: str | ModelFile | None = None) -> Settings:
+    """:func:`runtime_settings` for a task body (of ``model``'s DAGs): a malformed value fails the task at
+    once, without retries."""
     with task_outcome():
-        return runtime_settings()
+        return runtime_settings(model=model)
 
 
 def airflow_variable_lookup(variable_api: Any, airflow_conf: Any, environ: Mapping[str, str]) -> VariableLookup:

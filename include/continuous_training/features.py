@@ -126,6 +126,25 @@ def label_classes(values: pd.Series, settings: Settings) -> tuple[Any, ...]:
     return tuple(found)
 
 
+def configured_columns(settings: Settings) -> dict[str, str]:
+    """Every column the settings name, with the setting that names it (for error messages).
+
+    Without ``CT_ID_COLUMN`` / ``CT_TIMESTAMP_COLUMN`` the columns ingest derives take their place.
+    """
+    derived = {
+        settings.row_id_column: "CT_ID_COLUMN" if settings.id_column else "CT_ID_COLUMN (empty: derived at ingest)",
+        settings.event_time_column: (
+            "CT_TIMESTAMP_COLUMN" if settings.timestamp_column else "CT_TIMESTAMP_COLUMN (empty: derived at ingest)"
+        ),
+    }
+    return {
+        settings.label_column: "CT_LABEL_COLUMN",
+        **derived,
+        **{name: "CT_NUMERIC_COLUMNS" for name in settings.numeric_columns},
+        **{name: "CT_CATEGORICAL_COLUMNS" for name in settings.categorical_columns},
+    }
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """How raw columns become the model's float matrix, and the label its target; stored next to every model.

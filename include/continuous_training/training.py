@@ -37,6 +37,7 @@ from include.continuous_training.features import (
     MANIFEST_ARTIFACT,
     TUNABLE_PARAMS,
     FeatureSpec,
+    configured_columns,
     label_classes,
     native,
 )
@@ -227,6 +228,29 @@ def latest_training_manifest(
     return uri, read_json_uri(client, settings, uri)
 
 
+class ColumnNotInCuratedData(ConfigurationError):
+    """A column the settings name is not in a curated batch: the setting (or the suite) is wrong."""
+
+
+def configured_columns_of(frame: pd.DataFrame, source_key: str, curated_key: str, settings: Settings) -> pd.DataFrame:
+    """The columns of a curated batch that the settings name (label, id, event time, features), in that order.
+
+    Other columns are left out of the training data: a pass-through column can differ in dtype from
+    batch to batch (a datetime in Parquet, text in CSV), and training does not read it. Raises
+    :class:`ColumnNotInCuratedData` naming the setting when a configured column is absent.
+    """
+    named = configured_columns(settings)
+    missing = [name for name in named if name not in frame.columns]
+    if missing:
+        which = "; ".join(f"{name!r} (from {named[name]})" for name in missing)
+        raise ColumnNotInCuratedData(
+            f"configured column(s) {which} absent from the curated batch s3://{settings.s3_bucket}/{curated_key} "
+            f"(from {source_key}), which has {sorted(map(str, frame.columns))}: fix the setting, or the suite "
+            "(CT_EXPECTATION_SUITE) that let such batches in; nothing written"
+        )
+    return frame[list(named)]
+
+
 def assemble_training_data(
     client: S3Client,
     settings: Settings,
@@ -250,14 +274,14 @@ def assemble_training_data(
     batches = [entry for entry in read_manifest(client, settings) if entry.status == "ingested" and entry.curated_uri]
     if not batches:
         raise NoCuratedData("no curated batches yet: ingest data before training")
-    ts = settings.timestamp_column
+    ts, row_id = settings.event_time_column, settings.row_id_column
     frames: list[pd.DataFrame] = []
     used: list[dict[str, Any]] = []
     for entry in batches:
         assert entry.curated_uri is not None
         key = key_of(settings, entry.curated_uri)
         frame, etag = read_parquet_object(client, settings.s3_bucket, key)
-        frames.append(frame)
+        frames.append(configured_columns_of(frame, entry.source.key, key, settings))
         used.append(
             {
                 "batch_id": entry.batch_id,
@@ -272,8 +296,8 @@ def assemble_training_data(
         batch.update(batch_in_window(frame, ts, window))
     data = pd.concat([frame[window.contains(frame[ts])] for frame in frames], ignore_index=True)
     del frames
-    data = data.drop_duplicates(subset=[settings.id_column], keep="last")
-    data = data.sort_values([ts, settings.id_column], kind="mergesort").reset_index(drop=True)
+    data = data.drop_duplicates(subset=[row_id], keep="last")
+    data = data.sort_values([ts, row_id], kind="mergesort").reset_index(drop=True)
     start, end = window.start, window.end
     out = [b for b in used if not b["in_window"]]
     after_end = sum(int(b["rows_after_end"]) for b in used)
@@ -309,7 +333,7 @@ def assemble_training_data(
         "split": {
             "holdout_fraction": settings.holdout_fraction,
             "validation_fraction": settings.validation_fraction,
-            "order": [ts, settings.id_column],
+            "order": [ts, row_id],
         },
     }
     # The hash covers the data and how it was cut, not the run's time or the previous training:

@@ -29,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from include.continuous_training.config import Settings
-from include.continuous_training.errors import DataError
+from include.continuous_training.config import DERIVED_EVENT_TIME_COLUMN, DERIVED_ID_COLUMN, Settings
+from include.continuous_training.errors import ConfigurationError, DataError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,11 +44,13 @@ ROW_LEVEL_EXPECTATIONS = frozenset(
         "expect_column_values_to_be_unique",
     }
 )
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64"]
+# pandas' nullable dtypes by their class names: GX matches "Int64Dtype", never "Int64" (kept for older suites).
+NULLABLE_NUMERIC_TYPES = ["Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "Float32Dtype", "Float64Dtype"]
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64", *NULLABLE_NUMERIC_TYPES]
 TEXT_TYPES = ["object", "str", "string", "StringDtype", "category"]
 # Timestamps are held as tz-naive UTC: GX's dtype check cannot match tz-aware pandas dtypes.
 TIMESTAMP_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
-LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool"]
+LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool", *NULLABLE_NUMERIC_TYPES]
 EXAMPLE_ROWS = 5
 
 GUARD = "distribution"  # the ``meta.guard`` value that marks a distribution guard in a suite
@@ -165,28 +167,73 @@ def read_batch(data: bytes, key: str, settings: Settings) -> pd.DataFrame:
     Timestamps are normalised to tz-naive UTC (CSV text is parsed, tz-aware values converted);
     values that do not parse become nulls, which the suite's not-null expectation reports row by row.
     """
-    import pandas as pd
 
     if not data:
         raise UnreadableBatchError("zero-byte object")
     name = key.lower()
     if name.endswith((".parquet", ".pq")):
-        try:
-            frame = pd.read_parquet(io.BytesIO(data))
-        except Exception as error:  # pyarrow raises several types for corrupt files
-            raise UnreadableBatchError(f"not a readable Parquet file ({type(error).__name__}: {error})") from error
+        frame = _read_parquet(data)
     elif name.endswith(".csv"):
         frame = _read_csv(data)
     else:
         raise UnreadableBatchError("unsupported file type: expected a .csv or .parquet object")
+    return normalise_columns(frame, settings)
+
+
+def normalise_columns(frame: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+    """Bring the configured columns to the dtypes the suite, the curated Parquet and training expect.
+
+    - the event-time column becomes tz-naive UTC ``datetime64``: tz-aware values are converted, text
+      (ISO 8601 times or dates such as ``"2026-11-02"``, as CSV holds them) is parsed; what does not
+      parse becomes null, which the suite's not-null expectation reports row by row;
+    - a boolean numeric feature (``bool``, nullable ``boolean``, or CSV's ``True``/``False`` text read
+      back as objects) becomes ``float64`` 0/1 with NaN for a missing value: booleans are numeric
+      features, so a model reads them as 0/1 and the endpoint takes 0/1 for them.
+
+    Everything else is left as it arrived (pandas categoricals, Arrow dictionaries, nullable ``Int64``
+    with NA, other datetime columns): the suite's type checks accept those as they are.
+    :func:`read_batch` calls this, and so does :func:`build_suite_from_reference` for its reference,
+    so a suite is built from the dtypes ingest will validate.
+    """
+    import pandas as pd
+
+    changed: dict[str, pd.Series] = {}
     if settings.timestamp_column in frame.columns:
         column = frame[settings.timestamp_column]
         if isinstance(column.dtype, pd.DatetimeTZDtype):
-            frame[settings.timestamp_column] = column.dt.tz_convert("UTC").dt.tz_localize(None)
+            changed[settings.timestamp_column] = column.dt.tz_convert("UTC").dt.tz_localize(None)
         elif not pd.api.types.is_datetime64_dtype(column.dtype):
             parsed = pd.to_datetime(column, utc=True, errors="coerce", format="ISO8601")
-            frame[settings.timestamp_column] = parsed.dt.tz_localize(None)
-    return frame
+            changed[settings.timestamp_column] = parsed.dt.tz_localize(None)
+    for name in settings.numeric_columns:
+        if name in frame.columns and _is_boolean(frame[name]):
+            changed[name] = frame[name].astype("boolean").astype("Float64").astype("float64")
+    return frame.assign(**changed) if changed else frame
+
+
+def _is_boolean(column: pd.Series) -> bool:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(column.dtype):
+        return True
+    return bool(
+        pd.api.types.is_object_dtype(column.dtype) and pd.api.types.infer_dtype(column, skipna=True) == "boolean"
+    )
+
+
+def _read_parquet(data: bytes) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except Exception as error:  # pyarrow raises several types for corrupt files
+        raise UnreadableBatchError(f"not a readable Parquet file ({type(error).__name__}: {error})") from error
+    try:
+        return table.to_pandas()
+    except (ValueError, TypeError):
+        # The pandas metadata names a dtype pandas cannot parse back (an Arrow dictionary column written
+        # from pandas): it is only a hint, the Arrow schema alone describes the data.
+        return table.to_pandas(ignore_metadata=True)
 
 
 def _read_csv(data: bytes) -> pd.DataFrame:
@@ -235,6 +282,56 @@ def load_suite(path: Path) -> tuple[ExpectationSuite, SuiteInfo]:
     return suite, info
 
 
+class SettingNotInSuite(ConfigurationError):
+    """A column the settings name is not a column of the expectation suite: a setting (or the suite) is wrong."""
+
+
+def suite_columns(raw: dict[str, Any]) -> set[str]:
+    """The columns a suite (its JSON) knows: its column-set expectation, and every column an expectation checks."""
+    known: set[str] = set()
+    for expectation in raw.get("expectations", []):
+        kwargs = expectation.get("kwargs") or {}
+        known.update(str(c) for c in kwargs.get("column_set") or kwargs.get("column_list") or [])
+        if kwargs.get("column") is not None:
+            known.add(str(kwargs["column"]))
+    return known
+
+
+def check_settings_against_suite(settings: Settings) -> None:
+    """Fail with :class:`SettingNotInSuite` when a configured column is unknown to the suite.
+
+    Every column the settings name (label, id, event time, numeric and categorical features) must be
+    a column of ``CT_EXPECTATION_SUITE``; the id and event-time columns ingest derives (settings left
+    empty) are added after validation, so the suite need not know them. Reads the suite file only
+    (no Great Expectations): ingest calls it before it reads or moves any object.
+    """
+    from include.continuous_training.features import configured_columns
+
+    path = settings.expectation_suite_path
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SettingNotInSuite(f"CT_EXPECTATION_SUITE {path}: cannot read the suite ({error})") from error
+    known = suite_columns(raw)
+    derived = {
+        c
+        for c, given in (
+            (DERIVED_ID_COLUMN, settings.id_column),
+            (DERIVED_EVENT_TIME_COLUMN, settings.timestamp_column),
+        )
+        if not given
+    }
+    unknown = {name: setting for name, setting in configured_columns(settings).items() if name not in known | derived}
+    if unknown:
+        which = "; ".join(f"{setting} names {name!r}" for name, setting in unknown.items())
+        version = (raw.get("meta") or {}).get("version", "unversioned")
+        raise SettingNotInSuite(
+            f"{which}, which the expectation suite {path} (version {version}) does not know "
+            f"(its columns: {sorted(known)}): fix the setting or the suite (CT_EXPECTATION_SUITE); "
+            "no object was read or moved"
+        )
+
+
 def build_suite_from_reference(
     frame: pd.DataFrame,
     settings: Settings,
@@ -247,11 +344,12 @@ def build_suite_from_reference(
     """A starting suite (as a JSON-ready dict) for a reference table of the user's own data.
 
     It pins the column set, dtypes, non-null columns (those with no null in the reference), numeric
-    ranges widened by ``range_margin`` of their span, the categories seen, label values {0, 1}, a
-    minimum row count and unique ids; then it appends the :func:`distribution_guards` of the
-    reference (``spread_factor`` is theirs). Review it, then save it with ``json.dump`` and point
-    ``CT_EXPECTATION_SUITE`` at the file.
+    ranges widened by ``range_margin`` of their span, the categories seen, the label's type and
+    classes for ``settings.task`` (:func:`label_expectations`), a minimum row count and unique ids;
+    then it appends the :func:`distribution_guards` of the reference (``spread_factor`` is theirs).
+    Review it, then save it with ``json.dump`` and point ``CT_EXPECTATION_SUITE`` at the file.
     """
+    frame = normalise_columns(frame, settings)
     expectations: list[dict[str, Any]] = [
         _exp("expect_table_columns_to_match_set", column_set=list(frame.columns), exact_match=True),
         _exp("expect_table_row_count_to_be_between", min_value=min_rows),
@@ -260,8 +358,7 @@ def build_suite_from_reference(
         if not frame[column].isna().any():  # a column with nulls in the reference gets a null-rate guard
             expectations.append(_exp("expect_column_values_to_not_be_null", column=column))
         if column == settings.label_column:
-            expectations.append(_exp("expect_column_values_to_be_in_type_list", column=column, type_list=LABEL_TYPES))
-            expectations.append(_exp("expect_column_values_to_be_in_set", column=column, value_set=[0, 1]))
+            expectations.extend(label_expectations(frame[column], settings))
         elif column == settings.timestamp_column:
             expectations.append(
                 _exp("expect_column_values_to_be_in_type_list", column=column, type_list=TIMESTAMP_TYPES)
@@ -287,6 +384,26 @@ def build_suite_from_reference(
             )
     expectations.extend(distribution_guards(frame, settings, spread_factor=spread_factor))
     return {"name": name, "meta": {"version": version}, "expectations": expectations}
+
+
+def label_expectations(label: pd.Series, settings: Settings) -> list[dict[str, Any]]:
+    """The label's expectations for ``settings.task``, from its values in a reference table.
+
+    - ``binary`` / ``multiclass``: its type (text, or numbers / booleans) and the set of classes seen
+      (``[0, 1]`` for the bundled binary table): a batch with an unseen class fails row by row;
+    - ``regression``: a numeric type only (any value is a valid target).
+    """
+    if settings.task == "regression":
+        return [_exp("expect_column_values_to_be_in_type_list", column=label.name, type_list=NUMERIC_TYPES)]
+    text = _is_text(label)
+    seen = label.dropna().unique()
+    classes = sorted(str(v) for v in seen) if text else sorted(v.item() if hasattr(v, "item") else v for v in seen)
+    return [
+        _exp(
+            "expect_column_values_to_be_in_type_list", column=label.name, type_list=TEXT_TYPES if text else LABEL_TYPES
+        ),
+        _exp("expect_column_values_to_be_in_set", column=label.name, value_set=classes),
+    ]
 
 
 def distribution_guards(

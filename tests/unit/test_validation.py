@@ -407,3 +407,40 @@ def test_a_suite_built_from_a_categorical_parquet_file_accepts_that_file(tmp_pat
     assert isinstance(reference["species"].dtype, pd.CategoricalDtype)  # the caller's frame is untouched
     broken = reference.assign(species=pd.Categorical(["setosa"] * 149 + ["rosa"]))
     assert "column `species`" in validate_batch(broken, settings).reason
+
+
+def test_a_configured_column_the_suite_does_not_know_is_a_configuration_error_naming_the_variable():
+    from include.continuous_training.errors import ConfigurationError
+    from include.continuous_training.validation import SettingNotInSuite, check_settings_against_suite
+
+    check_settings_against_suite(SETTINGS)  # the bundled suite knows every default column
+    check_settings_against_suite(load_settings({"CT_ID_COLUMN": "", "CT_TIMESTAMP_COLUMN": ""}))  # derived: not needed
+    wrong = load_settings({"CT_NUMERIC_COLUMNS": "amount,loyalty_points"})
+    with pytest.raises(SettingNotInSuite, match=r"CT_NUMERIC_COLUMNS names 'loyalty_points'.*version 3") as caught:
+        check_settings_against_suite(wrong)
+    assert isinstance(caught.value, ConfigurationError)
+    with pytest.raises(SettingNotInSuite, match=r"CT_ID_COLUMN names 'row_key'"):
+        check_settings_against_suite(load_settings({"CT_ID_COLUMN": "row_key"}))
+
+
+def test_boolean_features_become_0_1_floats_from_parquet_and_csv():
+    frame = good_frame()
+    settings = load_settings({"CT_NUMERIC_COLUMNS": "amount,is_weekend"})
+    flags = (frame["hour_of_day"] % 7 == 0).astype("boolean")
+    flags[3] = pd.NA
+    frame = frame.assign(is_weekend=flags)
+    for file_format in ("parquet", "csv"):
+        read = read_batch(to_bytes(frame, file_format), f"batch.{file_format}", settings)
+        assert read["is_weekend"].dtype == "float64", file_format
+        assert read["is_weekend"].isna().tolist() == flags.isna().tolist()
+        assert read["is_weekend"].dropna().tolist() == flags.dropna().astype(float).tolist()
+
+
+def test_a_parquet_file_with_an_arrow_dictionary_column_written_from_pandas_is_readable():
+    import pyarrow as pa
+
+    frame = good_frame()
+    frame["channel"] = frame["channel"].astype(pd.ArrowDtype(pa.dictionary(pa.int32(), pa.string())))
+    read = read_batch(to_bytes(frame, "parquet"), "batch.parquet", SETTINGS)  # was UnreadableBatchError
+    assert read["channel"].astype(str).tolist() == good_frame()["channel"].astype(str).tolist()
+    assert validate_batch(read, SETTINGS).success

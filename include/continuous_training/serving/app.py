@@ -25,6 +25,7 @@ import math
 import os
 import time
 import uuid
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -63,6 +64,11 @@ class Metrics:
         self.log_written = Counter("ct_inference_log_rows_written_total", "Inference-log rows written to S3")
         self.log_dropped = Counter("ct_inference_log_rows_dropped_total", "Inference-log rows dropped (buffer full)")
         self.log_buffered = Gauge("ct_inference_log_rows_buffered", "Rows waiting for S3", multiprocess_mode="livesum")
+        self.unknown_categories = Counter(
+            "ct_unknown_category_total",
+            "Values of a categorical feature the model never saw (scored as missing)",
+            ["feature"],
+        )
 
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -180,18 +186,31 @@ def parse_records(body: bytes, settings: Settings) -> tuple[list[Any], bool]:
     return records, single
 
 
-def encode_records(records: list[Any], model: Any) -> tuple[Any, list[dict[str, Any]]]:
-    """The float32 matrix for ``records`` and a list of field-level errors (empty when all valid)."""
+UNKNOWN_CATEGORIES_FIELD = "ct_unknown_categories"  # inference-log column: features whose value the model never saw
+
+
+def encode_records(records: list[Any], model: Any, metrics: Metrics | None = None) -> tuple[Any, list[dict[str, Any]]]:
+    """The float32 matrix for ``records`` and a list of field-level errors (empty when all valid).
+
+    A categorical value the training window never held is scored as missing (NaN), as training
+    encodes it, not refused: the world may have a new channel before the model does. Each one is
+    counted per feature (``ct_unknown_category_total{feature=...}`` on ``metrics``) and named in the
+    record's :data:`UNKNOWN_CATEGORIES_FIELD` (comma-separated features; the inference log keeps it,
+    and the raw value stays logged under its feature, so the drift check sees the new value).
+    A wrong type, a missing field or a non-finite number is still an error.
+    """
     import numpy as np
 
     spec = model.spec
     numeric, categorical = spec.numeric, list(spec.categories)
     matrix = np.empty((len(records), len(numeric) + len(categorical)), dtype=np.float32)
     errors: list[dict[str, Any]] = []
+    unknown_counts: Counter[str] = Counter()
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             errors.append({"loc": [i], "msg": "expected a JSON object", "type": "type_error"})
             continue
+        unknown: list[str] = []
         for j, name in enumerate(numeric):
             value = record.get(name)
             if name not in record:
@@ -213,18 +232,18 @@ def encode_records(records: list[Any], model: Any) -> tuple[Any, list[dict[str, 
                     {"loc": [i, name], "msg": f"expected a string, got {type(value).__name__}", "type": "type_error"}
                 )
             elif value not in model.lookups[name]:
-                allowed = spec.categories[name]
-                errors.append(
-                    {
-                        "loc": [i, name],
-                        "msg": f"unknown category {value!r}; expected one of {allowed}",
-                        "type": "value_error",
-                    }
-                )
+                matrix[i, k] = np.nan
+                unknown.append(name)
             else:
                 matrix[i, k] = model.lookups[name][value]
+        if unknown:
+            record[UNKNOWN_CATEGORIES_FIELD] = ",".join(unknown)
+            unknown_counts.update(unknown)
         if len(errors) > 100:
             break
+    if metrics is not None and not errors:  # a refused request scored nothing
+        for name, count in unknown_counts.items():
+            metrics.unknown_categories.labels(name).inc(count)
     return matrix, errors
 
 
@@ -277,7 +296,16 @@ def create_app(settings: Settings | None = None) -> Any:
     def log_columns() -> list[str]:
         model = store.current
         features = model.spec.feature_names if model else list(settings.feature_columns)
-        return ["prediction_id", "predicted_at", "model_version", "score", "label", settings.id_column, *features]
+        return [
+            "prediction_id",
+            "predicted_at",
+            "model_version",
+            "score",
+            "label",
+            settings.row_id_column,  # null for a request that sends no id
+            UNKNOWN_CATEGORIES_FIELD,
+            *features,
+        ]
 
     inference_log = InferenceLog(
         settings, log_columns, on_written=metrics.log_written.inc, on_dropped=metrics.log_dropped.inc
@@ -330,7 +358,7 @@ def create_app(settings: Settings | None = None) -> Any:
             records, single = parse_records(body, settings)
         except RequestError as error:
             return error.status, orjson.dumps({"detail": error.detail})
-        matrix, errors = encode_records(records, model)
+        matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
         spec = model.spec
