@@ -9,6 +9,7 @@ and xgboost are imported only inside the methods that need them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -152,7 +153,9 @@ class FeatureSpec:
     Categorical values become their index in ``categories[column]`` (unknown values: missing), so
     training, evaluation and the serving endpoint encode exactly alike, with no pandas needed.
     ``task`` is what the model predicts; ``classes`` are the label values of a classifier in the
-    order of its outputs (binary: ``(negative, positive)``; regression: empty).
+    order of its outputs (binary: ``(negative, positive)``; regression: empty). ``nullable`` are the
+    features the suite lets be missing: the endpoint scores a ``null`` there as missing, as training
+    does, and refuses it elsewhere (as the suite refuses it at ingest).
     """
 
     numeric: tuple[str, ...]
@@ -160,6 +163,7 @@ class FeatureSpec:
     label: str
     task: str = "binary"
     classes: tuple[Any, ...] = (0, 1)
+    nullable: tuple[str, ...] = ()
 
     @property
     def is_classifier(self) -> bool:
@@ -185,6 +189,7 @@ class FeatureSpec:
             "label": self.label,
             "task": self.task,
             "classes": list(self.classes),
+            "nullable": list(self.nullable),
         }
         if self.task == "binary":
             raw["positive_class"] = self.positive_class
@@ -201,14 +206,17 @@ class FeatureSpec:
             raw["label"],
             task,
             tuple(raw.get("classes", default)),
+            tuple(raw.get("nullable", ())),  # a spec from before: no feature was missing in training
         )
 
     @classmethod
-    def from_frame(cls, frame: pd.DataFrame, settings: Settings) -> FeatureSpec:
-        """The spec of the training rows ``frame``: categories seen, and the label checked against the task."""
+    def from_frame(cls, frame: pd.DataFrame, settings: Settings, nullable: Sequence[str] = ()) -> FeatureSpec:
+        """The spec of the training rows ``frame``: categories seen, the label checked against the task;
+        ``nullable``: the features allowed to be missing (the suite's, ``validation.nullable_features``)."""
         categories = {c: sorted(str(v) for v in frame[c].dropna().unique()) for c in settings.categorical_columns}
         classes = label_classes(frame[settings.label_column], settings)
-        return cls(tuple(settings.numeric_columns), categories, settings.label_column, settings.task, classes)
+        nullable = tuple(nullable)
+        return cls(tuple(settings.numeric_columns), categories, settings.label_column, settings.task, classes, nullable)
 
     def label_vector(self, frame: pd.DataFrame) -> np.ndarray:
         """The label of ``frame`` as the model's target: class index (classifiers) or float (regression).

@@ -52,6 +52,7 @@ from include.continuous_training.storage import (
     read_parquet_object,
     read_parquet_uri,
 )
+from include.continuous_training.validation import nullable_features
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -591,7 +592,7 @@ def train_challenger(
         log.info("DAG run %s already trained run %s on data %s: reusing it", dag_run_id, existing, data["data_hash"])
         return _run_summary(existing)
     log.info("training on %s: %s", device, why)
-    spec = FeatureSpec.from_frame(train, settings)
+    spec = FeatureSpec.from_frame(train, settings, nullable=nullable_features(settings))
     params, rounds, patience = training_params(settings, overrides, device, len(spec.classes) or None)
     features = train[list(spec.feature_names)]
     reference = features.sample(n=min(settings.reference_sample_rows, len(features)), random_state=settings.seed)

@@ -297,6 +297,24 @@ def suite_columns(raw: dict[str, Any]) -> set[str]:
     return known
 
 
+def columns_never_null(raw: dict[str, Any]) -> set[str]:
+    """The columns a suite (its JSON) requires on every row: a not-null expectation without ``mostly``."""
+    return {
+        str(e["kwargs"]["column"])
+        for e in raw.get("expectations", [])
+        if e.get("type") == "expect_column_values_to_not_be_null"
+        and (e.get("kwargs") or {}).get("column") is not None
+        and (e["kwargs"].get("mostly") in (None, 1, 1.0))
+    }
+
+
+def nullable_features(settings: Settings) -> tuple[str, ...]:
+    """The features whose values the suite lets be missing: the endpoint scores ``null`` there as missing."""
+    raw = json.loads(Path(settings.expectation_suite_path).read_text())
+    never = columns_never_null(raw)
+    return tuple(c for c in settings.feature_columns if c not in never)
+
+
 def check_settings_against_suite(settings: Settings) -> None:
     """Fail with :class:`SettingNotInSuite` when a configured column is unknown to the suite.
 

@@ -197,7 +197,9 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
     counted per feature (``ct_unknown_category_total{feature=...}`` on ``metrics``) and named in the
     record's :data:`UNKNOWN_CATEGORIES_FIELD` (comma-separated features; the inference log keeps it,
     and the raw value stays logged under its feature, so the drift check sees the new value).
-    A wrong type, a missing field or a non-finite number is still an error.
+    A ``null`` is a missing value, scored as training scored them, for the features that had missing
+    values in training (``spec.nullable``); elsewhere it is refused like the suite refuses it at
+    ingest. A wrong type, an absent field or a non-finite number is still an error.
     """
     import numpy as np
 
@@ -206,6 +208,7 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
     matrix = np.empty((len(records), len(numeric) + len(categorical)), dtype=np.float32)
     errors: list[dict[str, Any]] = []
     unknown_counts: Counter[str] = Counter()
+    nullable = set(spec.nullable)
     for i, record in enumerate(records):
         if not isinstance(record, dict):
             errors.append({"loc": [i], "msg": "expected a JSON object", "type": "type_error"})
@@ -215,6 +218,8 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
             value = record.get(name)
             if name not in record:
                 errors.append({"loc": [i, name], "msg": "field required", "type": "missing"})
+            elif value is None and name in nullable:
+                matrix[i, j] = np.nan
             elif isinstance(value, bool) or not isinstance(value, int | float):
                 errors.append(
                     {"loc": [i, name], "msg": f"expected a number, got {type(value).__name__}", "type": "type_error"}
@@ -227,6 +232,8 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
             value = record.get(name)
             if name not in record:
                 errors.append({"loc": [i, name], "msg": "field required", "type": "missing"})
+            elif value is None and name in nullable:
+                matrix[i, k] = np.nan
             elif not isinstance(value, str):
                 errors.append(
                     {"loc": [i, name], "msg": f"expected a string, got {type(value).__name__}", "type": "type_error"}
