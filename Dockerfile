@@ -7,5 +7,6 @@ RUN pip install --no-cache-dir -r /opt/ct/requirements.txt -c /opt/ct/constraint
 COPY --chown=airflow:0 dags /opt/airflow/dags
 COPY --chown=airflow:0 include /opt/airflow/include
 COPY --chown=airflow:0 plugins /opt/airflow/plugins
+COPY --chown=airflow:0 models /opt/airflow/models
 COPY --chown=airflow:0 airflow_settings.yaml /opt/airflow/airflow_settings.yaml
 ENV PYTHONPATH=/opt/airflow

@@ -33,58 +33,69 @@ from airflow.sdk import dag, task
 from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.sensors import NewLandingObjectsSensor, replay_params
 
-SETTINGS = load_settings()
-CURATED_BATCHES = curated_batches_asset(SETTINGS)
 
+def build_ingest_new_data(model_file: ModelFile) -> None:
+    """This DAG for one model file."""
+    settings = load_settings(model=model_file)
+    curated_batches = curated_batches_asset(model_file, settings)
 
-@dag(
-    dag_id="ingest_new_data",
-    doc_md=__doc__,
-    schedule="@hourly",
-    start_date=datetime(2026, 11, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["continuous-training", "ingest"],
-    params=replay_params(),  # replay_keys: quarantined landing keys to validate again (after a suite fix)
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=1),
-        "retry_exponential_backoff": True,
-        "on_failure_callback": alert_on_failure,  # a quarantined batch reaches the alert channel
-    },
-)
-def ingest_new_data() -> None:
-    wait_for_new_data = NewLandingObjectsSensor(
-        task_id="wait_for_new_data",
-        aws_conn_id=SETTINGS.aws_conn_id,
-        poke_interval=SETTINGS.sensor_poke_seconds,
-        timeout=SETTINGS.sensor_timeout_seconds,
-        deferrable=True,
+    @dag(
+        dag_id=model_file.dag_id("ingest_new_data"),
+        doc_md=model_doc(model_file, __doc__),
+        schedule=model_file.schedules["ingest"],
+        start_date=datetime(2026, 11, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["continuous-training", "ingest", model_file.tag],
+        params=replay_params(),  # replay_keys: quarantined landing keys to validate again (after a suite fix)
+        default_args={
+            "owner": "ml-platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=1),
+            "retry_exponential_backoff": True,
+            "on_failure_callback": alert_on_failure,  # a quarantined batch reaches the alert channel
+        },
     )
+    def ingest_new_data() -> None:
+        wait_for_new_data = NewLandingObjectsSensor(
+            task_id="wait_for_new_data",
+            aws_conn_id=settings.aws_conn_id,
+            model=model_file.name,
+            poke_interval=settings.sensor_poke_seconds,
+            timeout=settings.sensor_timeout_seconds,
+            deferrable=True,
+        )
 
-    @task(outlets=[CURATED_BATCHES], map_index_template="{{ landing_key }}", execution_timeout=timedelta(minutes=30))
-    def ingest_batch(landing_object: dict[str, Any], **context: Any) -> dict[str, Any]:
-        """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
-        from airflow.sdk import get_current_context
+        @task(
+            outlets=[curated_batches], map_index_template="{{ landing_key }}", execution_timeout=timedelta(minutes=30)
+        )
+        def ingest_batch(landing_object: dict[str, Any], **context: Any) -> dict[str, Any]:
+            """Validate one landing object; curate it or quarantine it (see the DAG docs)."""
+            from airflow.sdk import get_current_context
 
-        from include.continuous_training.ingestion import ingest_object, replay_object
-        from include.continuous_training.storage import ObjectRef, s3_client_from_connection
+            from include.continuous_training.ingestion import ingest_object, replay_object
+            from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        ref = ObjectRef.from_dict(landing_object)
-        get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
-        # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
-        with task_outcome():
-            take = replay_object if landing_object.get("replay") else ingest_object  # marked by the sensor
-            result = take(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
-        context["outlet_events"][CURATED_BATCHES].extra = result.asset_extra()
-        return result.as_dict()
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            ref = ObjectRef.from_dict(landing_object)
+            get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
+            # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.
+            with task_outcome():
+                take = replay_object if landing_object.get("replay") else ingest_object  # marked by the sensor
+                result = take(s3_client_from_connection(settings.aws_conn_id), settings, ref, context["run_id"])
+            context["outlet_events"][curated_batches].extra = result.asset_extra()
+            return result.as_dict()
 
-    ingest_batch.expand(landing_object=wait_for_new_data.output)
+        ingest_batch.expand(landing_object=wait_for_new_data.output)
+
+    ingest_new_data()
 
 
-ingest_new_data()
+for MODEL in models_to_build("ingest_new_data"):  # one DAG per model file (CT_MODELS_DIR)
+    build_ingest_new_data(MODEL)

@@ -24,81 +24,95 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import CronTriggerTimetable, Param, XComArg, dag, task
 
-from include.continuous_training.config import load_settings, task_settings
+from include.continuous_training.config import task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, persist_link
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 
-SETTINGS = load_settings()
 
+def build_monitor_drift(model_file: ModelFile) -> None:
+    """This DAG for one model file."""
 
-@dag(
-    dag_id="monitor_drift",
-    doc_md=__doc__,
-    schedule=CronTriggerTimetable("0 5 * * *", timezone="UTC"),
-    start_date=datetime(2026, 11, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["continuous-training", "monitoring"],
-    params={"window_hours": Param(24, type="integer", minimum=1, maximum=24 * 31, description="Traffic window.")},
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": alert_on_failure,
-    },
-)
-def monitor_drift() -> None:
-    @task
-    def compute_drift(**context: Any) -> dict[str, Any]:
-        """Traffic of the window vs. the champion's reference; reports to S3 and MLflow."""
-        from include.continuous_training.drift import measure_window
-        from include.continuous_training.run_conf import check_run_conf
-        from include.continuous_training.storage import s3_client_from_connection
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        end = context["dag_run"].run_after
-        with task_outcome():
-            check_run_conf(context)
-            summary = measure_window(
-                s3_client_from_connection(settings.aws_conn_id),
-                settings,
-                end - timedelta(hours=context["params"]["window_hours"]),
-                end,
-            )
-        persist_link(context, DRIFT_REPORT_LINK_KEY, summary.get("mlflow_report_url", ""))  # "Drift report" button
-        return summary
-
-    @task.branch
-    def decide_retraining(summary: dict[str, Any], **context: Any) -> str:
-        """N-of-M windows, cooldown, one training at a time → trigger or record."""
-        from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
-
-        from include.continuous_training.drift import decide_and_record
-        from include.continuous_training.storage import s3_client_from_connection
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        active = RuntimeTaskInstance.get_dr_count(dag_id="train_and_deploy", states=["queued", "running"]) > 0
-        s3 = s3_client_from_connection(settings.aws_conn_id)
-        decision, conf = decide_and_record(s3, settings, summary, context["dag_run"].run_after, active)
-        print(f"{decision.action}: {'; '.join(decision.reasons)}")
-        context["ti"].xcom_push(key="retrain_conf", value=conf)
-        return "trigger_retraining" if decision.action == "retrain" else "record_no_drift"
-
-    @task
-    def record_no_drift(summary: dict[str, Any]) -> None:
-        """Nothing to do today; the summary and decision are in reports/drift/ and MLflow."""
-        print(f"no retraining: window {summary.get('window')}, status {summary.get('status')}")
-
-    summary = compute_drift()
-    decision = decide_retraining(summary)
-    trigger_retraining = TriggerDagRunOperator(
-        task_id="trigger_retraining",
-        trigger_dag_id="train_and_deploy",
-        conf=XComArg(decision.operator, key="retrain_conf"),  # type: ignore[attr-defined]  # PlainXComArg
-        wait_for_completion=False,
+    @dag(
+        dag_id=model_file.dag_id("monitor_drift"),
+        doc_md=model_doc(model_file, __doc__),
+        schedule=CronTriggerTimetable(model_file.schedules["drift"], timezone="UTC"),
+        start_date=datetime(2026, 11, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["continuous-training", "monitoring", model_file.tag],
+        params={"window_hours": Param(24, type="integer", minimum=1, maximum=24 * 31, description="Traffic window.")},
+        default_args={
+            "owner": "ml-platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=2),
+            "on_failure_callback": alert_on_failure,
+        },
     )
-    decision >> [trigger_retraining, record_no_drift(summary)]
+    def monitor_drift() -> None:
+        @task
+        def compute_drift(**context: Any) -> dict[str, Any]:
+            """Traffic of the window vs. the champion's reference; reports to S3 and MLflow."""
+            from include.continuous_training.drift import measure_window
+            from include.continuous_training.run_conf import check_run_conf
+            from include.continuous_training.storage import s3_client_from_connection
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            end = context["dag_run"].run_after
+            with task_outcome():
+                check_run_conf(context)
+                summary = measure_window(
+                    s3_client_from_connection(settings.aws_conn_id),
+                    settings,
+                    end - timedelta(hours=context["params"]["window_hours"]),
+                    end,
+                )
+            persist_link(context, DRIFT_REPORT_LINK_KEY, summary.get("mlflow_report_url", ""))  # "Drift report" button
+            return summary
+
+        @task.branch
+        def decide_retraining(summary: dict[str, Any], **context: Any) -> str:
+            """N-of-M windows, cooldown, one training at a time → trigger or record."""
+            from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+            from include.continuous_training.drift import decide_and_record
+            from include.continuous_training.storage import s3_client_from_connection
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            active = (
+                RuntimeTaskInstance.get_dr_count(
+                    dag_id=model_file.dag_id("train_and_deploy"), states=["queued", "running"]
+                )
+                > 0
+            )
+            s3 = s3_client_from_connection(settings.aws_conn_id)
+            decision, conf = decide_and_record(s3, settings, summary, context["dag_run"].run_after, active)
+            print(f"{decision.action}: {'; '.join(decision.reasons)}")
+            context["ti"].xcom_push(key="retrain_conf", value=conf)
+            return "trigger_retraining" if decision.action == "retrain" else "record_no_drift"
+
+        @task
+        def record_no_drift(summary: dict[str, Any]) -> None:
+            """Nothing to do today; the summary and decision are in reports/drift/ and MLflow."""
+            print(f"no retraining: window {summary.get('window')}, status {summary.get('status')}")
+
+        summary = compute_drift()
+        decision = decide_retraining(summary)
+        trigger_retraining = TriggerDagRunOperator(
+            task_id="trigger_retraining",
+            trigger_dag_id=model_file.dag_id("train_and_deploy"),
+            conf=XComArg(decision.operator, key="retrain_conf"),  # type: ignore[attr-defined]  # PlainXComArg
+            wait_for_completion=False,
+        )
+        decision >> [trigger_retraining, record_no_drift(summary)]
+
+    monitor_drift()
 
 
-monitor_drift()
+for MODEL in models_to_build("monitor_drift"):  # one DAG per model file (CT_MODELS_DIR)
+    build_monitor_drift(MODEL)

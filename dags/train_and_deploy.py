@@ -44,225 +44,262 @@ from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.features import TUNABLE_PARAMS
 from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
+from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
 
-SETTINGS = load_settings()
-CURATED_BATCHES = curated_batches_asset(SETTINGS)
 HYPERPARAMETER_SCHEMA = {
     name: {"type": "integer" if kind is int else "number"} for name, kind in TUNABLE_PARAMS.items()
 }
 
 
-@dag(
-    dag_id="train_and_deploy",
-    doc_md=__doc__,
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 4 * * 1", timezone="UTC"), assets=[CURATED_BATCHES]),
-    start_date=datetime(2026, 11, 1, tzinfo=UTC),
-    catchup=False,
-    max_active_runs=1,
-    tags=["continuous-training", "training"],
-    params={
-        "reason": Param("", type="string", maxLength=500, description="Why this run (shown in MLflow)."),
-        "window_days": Param(
-            None, type=["null", "integer"], minimum=1, maximum=3650, description="Training window; empty = default."
+def build_train_and_deploy(model_file: ModelFile) -> None:
+    """This DAG for one model file."""
+    settings = load_settings(model=model_file)
+    curated_batches = curated_batches_asset(model_file, settings)
+
+    @dag(
+        dag_id=model_file.dag_id("train_and_deploy"),
+        doc_md=model_doc(model_file, __doc__),
+        schedule=AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(model_file.schedules["train"], timezone="UTC"), assets=[curated_batches]
         ),
-        "hyperparameters": Param(
-            {},
-            type="object",
-            properties=HYPERPARAMETER_SCHEMA,
-            additionalProperties=False,
-            description='XGBoost overrides, e.g. {"max_depth": 8}.',
-        ),
-        "dry_run": Param(False, type="boolean", description="Decide and record; register and promote nothing."),
-        "report_uri": Param(None, type=["null", "string"], description="Set by monitor_drift: the drift report."),
-        "decision": Param(None, type=["null", "object"], description="Set by monitor_drift: its decision record."),
-    },
-    default_args={
-        "owner": "ml-platform",
-        "retries": 2,
-        "retry_delay": timedelta(minutes=2),
-        "on_failure_callback": alert_on_failure,
-    },
-)
-def train_and_deploy() -> None:
-    @task
-    def assemble_training_data(**context: Any) -> TrainingData:
-        """Curated batches in the window → split URIs and the data manifest.
-
-        A scheduled tick on a fresh installation (nothing curated yet) is skipped; any other run
-        without usable data fails at once (waiting and retrying does not make data appear).
-        """
-        from include.continuous_training.run_conf import check_run_conf
-        from include.continuous_training.storage import s3_client_from_connection
-        from include.continuous_training.training import NoCuratedData, NothingCuratedYet
-        from include.continuous_training.training import assemble_training_data as assemble
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        with task_outcome():
-            check_run_conf(context)
-            s3 = s3_client_from_connection(settings.aws_conn_id)
-            try:
-                return assemble(s3, settings, context["params"]["window_days"], context["dag_run"].run_after)
-            except NoCuratedData as error:
-                if context["dag_run"].run_type == "scheduled":
-                    raise NothingCuratedYet(f"{error} (scheduled tick before any data has arrived)") from None
-                raise
-
-    @task(
-        queue=SETTINGS.gpu_queue,
-        pool=SETTINGS.gpu_pool,
-        execution_timeout=timedelta(minutes=SETTINGS.training_timeout_minutes),
+        start_date=datetime(2026, 11, 1, tzinfo=UTC),
+        catchup=False,
+        max_active_runs=1,
+        tags=["continuous-training", "training", model_file.tag],
+        params={
+            "reason": Param("", type="string", maxLength=500, description="Why this run (shown in MLflow)."),
+            "window_days": Param(
+                None, type=["null", "integer"], minimum=1, maximum=3650, description="Training window; empty = default."
+            ),
+            "hyperparameters": Param(
+                {},
+                type="object",
+                properties=HYPERPARAMETER_SCHEMA,
+                additionalProperties=False,
+                description='XGBoost overrides, e.g. {"max_depth": 8}.',
+            ),
+            "dry_run": Param(False, type="boolean", description="Decide and record; register and promote nothing."),
+            "report_uri": Param(None, type=["null", "string"], description="Set by monitor_drift: the drift report."),
+            "decision": Param(None, type=["null", "object"], description="Set by monitor_drift: its decision record."),
+        },
+        default_args={
+            "owner": "ml-platform",
+            "retries": 2,
+            "retry_delay": timedelta(minutes=2),
+            "on_failure_callback": alert_on_failure,
+        },
     )
-    def train_challenger(data: TrainingData, **context: Any) -> TrainedModel:
-        """XGBoost on cuda when visible, else cpu; everything logged to MLflow."""
-        from include.continuous_training.storage import s3_client_from_connection
-        from include.continuous_training.training import run_reason, train_challenger
+    def train_and_deploy() -> None:
+        @task
+        def assemble_training_data(**context: Any) -> TrainingData:
+            """Curated batches in the window → split URIs and the data manifest.
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        s3 = s3_client_from_connection(settings.aws_conn_id)
-        params = context["params"]
-        reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
-        with task_outcome():
-            model = train_challenger(s3, settings, data, context["run_id"], params["hyperparameters"], reason)
-        persist_link(context, MLFLOW_RUN_LINK_KEY, model["run_url"])  # the task's "MLflow run" button
-        return model
+            A scheduled tick on a fresh installation (nothing curated yet) is skipped; any other run
+            without usable data fails at once (waiting and retrying does not make data appear).
+            """
+            from include.continuous_training.run_conf import check_run_conf
+            from include.continuous_training.storage import s3_client_from_connection
+            from include.continuous_training.training import NoCuratedData, NothingCuratedYet
+            from include.continuous_training.training import assemble_training_data as assemble
 
-    @task
-    def evaluate_challenger(data: TrainingData, model: TrainedModel) -> Evaluation:
-        """Challenger and champion on the same holdout."""
-        from include.continuous_training.evaluation import evaluate_challenger as evaluate
-        from include.continuous_training.storage import s3_client_from_connection
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            with task_outcome():
+                check_run_conf(context)
+                s3 = s3_client_from_connection(settings.aws_conn_id)
+                try:
+                    return assemble(s3, settings, context["params"]["window_days"], context["dag_run"].run_after)
+                except NoCuratedData as error:
+                    if context["dag_run"].run_type == "scheduled":
+                        raise NothingCuratedYet(f"{error} (scheduled tick before any data has arrived)") from None
+                    raise
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        with task_outcome():
-            return evaluate(s3_client_from_connection(settings.aws_conn_id), settings, data, model["model_uri"])
-
-    @task.branch
-    def decide_promotion(evaluation: Evaluation, model: TrainedModel, **context: Any) -> str:
-        """Gates → decision record (logged here and in MLflow) → the branch to follow."""
-        from include.continuous_training.evaluation import decide_promotion as decide
-        from include.continuous_training.evaluation import log_decision
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        decision = decide(evaluation, settings, dry_run=context["params"]["dry_run"])
-        print(decision.summary())
-        log_decision(settings, model["run_id"], evaluation, decision)
-        context["ti"].xcom_push(key="decision", value=decision.as_dict())
-        if decision.dry_run:
-            return "report_dry_run"
-        return "register_challenger" if decision.promoted else "reject_challenger"
-
-    @task
-    def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
-        """New model version aliased `challenger` (once per run), tagged with what justified it."""
-        from include.continuous_training.evaluation import DecisionRecord
-        from include.continuous_training.registry import register_challenger as register
-        from include.continuous_training.registry import tracking_client
-        from include.continuous_training.storage import read_json_uri, s3_client_from_connection
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
-        with task_outcome():
-            manifest = read_json_uri(s3_client_from_connection(settings.aws_conn_id), settings, data["manifest_uri"])
-            tags = {"ct.dag_run_id": context["run_id"], "ct.decision": decision.as_dict(), "ct.data_manifest": manifest}
-            return register(tracking_client(settings), settings, model["run_id"], model["model_id"], tags)
-
-    @task
-    def deploy_challenger(version: str, **context: Any) -> Deployment:
-        """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
-        from include.continuous_training.deployment import target_for
-        from include.continuous_training.errors import NothingToDo
-        from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        with task_outcome():
-            if settings.deployment_target == "none":
-                raise NothingToDo("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
-            champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
-            context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
-            target_for(settings).deploy(version)  # unreachable: retried; refused: fails at once
-        return Deployment(version=version, previous=str(champion.version) if champion else None)
-
-    @task
-    def smoke_test(deployment: Deployment, data: TrainingData) -> dict[str, Any]:
-        """Golden set over HTTP: equal to offline predictions, p99 within budget, zero errors."""
-        from include.continuous_training.deployment import SmokeTestFailed, run_smoke_test
-        from include.continuous_training.storage import s3_client_from_connection
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        s3 = s3_client_from_connection(settings.aws_conn_id)
-        with task_outcome():
-            report = run_smoke_test(s3, settings, data, deployment["version"])
-            print(f"smoke test of version {deployment['version']}: {report.reason()}")
-            if not report.passed:
-                raise SmokeTestFailed(f"smoke test failed for version {deployment['version']}: {report.reason()}")
-        return report.as_dict()
-
-    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=20))
-    def rollback_deployment(**context: Any) -> str | None:
-        """Deploy or smoke test failed: endpoint back on the champion; the failed version loses `challenger`."""
-        from include.continuous_training.deployment import rollback_to_champion
-        from include.continuous_training.errors import NothingToDo
-        from include.continuous_training.notifications import send_alert
-
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        attempted = context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted")
-        with task_outcome():
-            if attempted is None:
-                raise NothingToDo("nothing was deployed in this run: nothing to roll back")
-            restored = rollback_to_champion(settings, rolled_back=str(attempted))
-        served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
-        send_alert(
-            settings,
-            f"Deployment rolled back ({context['run_id']})",
-            f"{served}; version {attempted} is no longer the challenger",
+        @task(
+            queue=settings.gpu_queue,
+            pool=settings.gpu_pool,
+            execution_timeout=timedelta(minutes=settings.training_timeout_minutes),
         )
-        return restored
+        def train_challenger(data: TrainingData, **context: Any) -> TrainedModel:
+            """XGBoost on cuda when visible, else cpu; everything logged to MLflow."""
+            from include.continuous_training.storage import s3_client_from_connection
+            from include.continuous_training.training import run_reason, train_challenger
 
-    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-    def promote_champion(version: str) -> dict[str, str | None]:
-        """Alias `champion` → this version; the previous one keeps `previous_champion`."""
-        from include.continuous_training.registry import promote_champion as promote
-        from include.continuous_training.registry import tracking_client
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            s3 = s3_client_from_connection(settings.aws_conn_id)
+            params = context["params"]
+            reason = run_reason(params["reason"], context["dag_run"].run_type, params["report_uri"])
+            with task_outcome():
+                model = train_challenger(s3, settings, data, context["run_id"], params["hyperparameters"], reason)
+            persist_link(context, MLFLOW_RUN_LINK_KEY, model["run_url"])  # the task's "MLflow run" button
+            return model
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        return promote(tracking_client(settings), settings, version)
+        @task
+        def evaluate_challenger(data: TrainingData, model: TrainedModel) -> Evaluation:
+            """Challenger and champion on the same holdout."""
+            from include.continuous_training.evaluation import evaluate_challenger as evaluate
+            from include.continuous_training.storage import s3_client_from_connection
 
-    @task
-    def reject_challenger(model: TrainedModel, **context: Any) -> None:
-        """Champion untouched; the run is tagged rejected and an alert says why."""
-        from include.continuous_training.evaluation import DecisionRecord
-        from include.continuous_training.notifications import send_alert
-        from include.continuous_training.registry import tracking_client
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            with task_outcome():
+                return evaluate(s3_client_from_connection(settings.aws_conn_id), settings, data, model["model_uri"])
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
-        tracking_client(settings).set_tag(model["run_id"], "ct.rejected", "true")
-        send_alert(settings, f"Challenger rejected ({context['run_id']})", "; ".join(decision.reasons))
+        @task.branch
+        def decide_promotion(evaluation: Evaluation, model: TrainedModel, **context: Any) -> str:
+            """Gates → decision record (logged here and in MLflow) → the branch to follow."""
+            from include.continuous_training.evaluation import decide_promotion as decide
+            from include.continuous_training.evaluation import log_decision
 
-    @task
-    def report_dry_run(model: TrainedModel, **context: Any) -> None:
-        """Dry run: the decision is in the log and in MLflow; nothing is registered or promoted."""
-        from include.continuous_training.evaluation import DecisionRecord
-        from include.continuous_training.registry import tracking_client
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            decision = decide(evaluation, settings, dry_run=context["params"]["dry_run"])
+            print(decision.summary())
+            log_decision(settings, model["run_id"], evaluation, decision)
+            context["ti"].xcom_push(key="decision", value=decision.as_dict())
+            if decision.dry_run:
+                return "report_dry_run"
+            return "register_challenger" if decision.promoted else "reject_challenger"
 
-        settings = task_settings()  # environment, then Airflow Variables, then defaults
-        decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
-        tracking_client(settings).set_tag(model["run_id"], "ct.dry_run", "true")
-        outcome = "promoted" if decision.verdict == "promote" else "rejected"
-        print(f"dry run: the challenger would have been {outcome}; nothing changed")
+        @task
+        def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
+            """New model version aliased `challenger` (once per run), tagged with what justified it."""
+            from include.continuous_training.evaluation import DecisionRecord
+            from include.continuous_training.registry import register_challenger as register
+            from include.continuous_training.registry import tracking_client
+            from include.continuous_training.storage import read_json_uri, s3_client_from_connection
 
-    data = assemble_training_data()
-    model = train_challenger(data)
-    evaluation = evaluate_challenger(data, model)
-    decision = decide_promotion(evaluation, model)
-    version = register_challenger(model, data)
-    chain(decision, [version, reject_challenger(model), report_dry_run(model)])
-    deployment = deploy_challenger(version)
-    smoke = smoke_test(deployment, data)
-    chain(smoke, promote_champion(version))
-    chain([deployment, smoke], rollback_deployment())
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
+            with task_outcome():
+                manifest = read_json_uri(
+                    s3_client_from_connection(settings.aws_conn_id), settings, data["manifest_uri"]
+                )
+                tags = {
+                    "ct.dag_run_id": context["run_id"],
+                    "ct.decision": decision.as_dict(),
+                    "ct.data_manifest": manifest,
+                }
+                return register(tracking_client(settings), settings, model["run_id"], model["model_id"], tags)
+
+        @task
+        def deploy_challenger(version: str, **context: Any) -> Deployment:
+            """Make the endpoint serve the challenger (loaded beside the old model, swapped atomically)."""
+            from include.continuous_training.deployment import target_for
+            from include.continuous_training.errors import NothingToDo
+            from include.continuous_training.registry import CHAMPION, tracking_client, version_by_alias
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            with task_outcome():
+                if settings.deployment_target == "none":
+                    raise NothingToDo("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
+                champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
+                context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
+                target_for(settings).deploy(version)  # unreachable: retried; refused: fails at once
+            return Deployment(version=version, previous=str(champion.version) if champion else None)
+
+        @task
+        def smoke_test(deployment: Deployment, data: TrainingData) -> dict[str, Any]:
+            """Golden set over HTTP: equal to offline predictions, p99 within budget, zero errors."""
+            from include.continuous_training.deployment import SmokeTestFailed, run_smoke_test
+            from include.continuous_training.storage import s3_client_from_connection
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            s3 = s3_client_from_connection(settings.aws_conn_id)
+            with task_outcome():
+                report = run_smoke_test(s3, settings, data, deployment["version"])
+                print(f"smoke test of version {deployment['version']}: {report.reason()}")
+                if not report.passed:
+                    raise SmokeTestFailed(f"smoke test failed for version {deployment['version']}: {report.reason()}")
+            return report.as_dict()
+
+        @task(trigger_rule=TriggerRule.ONE_FAILED, retries=3, retry_delay=timedelta(seconds=20))
+        def rollback_deployment(**context: Any) -> str | None:
+            """Deploy or smoke test failed: endpoint back on the champion; the failed version loses `challenger`."""
+            from include.continuous_training.deployment import rollback_to_champion
+            from include.continuous_training.errors import NothingToDo
+            from include.continuous_training.notifications import send_alert
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            attempted = context["ti"].xcom_pull(task_ids="deploy_challenger", key="attempted")
+            with task_outcome():
+                if attempted is None:
+                    raise NothingToDo("nothing was deployed in this run: nothing to roll back")
+                restored = rollback_to_champion(settings, rolled_back=str(attempted))
+            served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
+            send_alert(
+                settings,
+                f"Deployment rolled back ({context['run_id']})",
+                f"{served}; version {attempted} is no longer the challenger",
+            )
+            return restored
+
+        @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
+        def promote_champion(version: str) -> dict[str, str | None]:
+            """Alias `champion` → this version; the previous one keeps `previous_champion`."""
+            from include.continuous_training.registry import promote_champion as promote
+            from include.continuous_training.registry import tracking_client
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            return promote(tracking_client(settings), settings, version)
+
+        @task
+        def reject_challenger(model: TrainedModel, **context: Any) -> None:
+            """Champion untouched; the run is tagged rejected and an alert says why."""
+            from include.continuous_training.evaluation import DecisionRecord
+            from include.continuous_training.notifications import send_alert
+            from include.continuous_training.registry import tracking_client
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
+            tracking_client(settings).set_tag(model["run_id"], "ct.rejected", "true")
+            send_alert(settings, f"Challenger rejected ({context['run_id']})", "; ".join(decision.reasons))
+
+        @task
+        def report_dry_run(model: TrainedModel, **context: Any) -> None:
+            """Dry run: the decision is in the log and in MLflow; nothing is registered or promoted."""
+            from include.continuous_training.evaluation import DecisionRecord
+            from include.continuous_training.registry import tracking_client
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
+            tracking_client(settings).set_tag(model["run_id"], "ct.dry_run", "true")
+            outcome = "promoted" if decision.verdict == "promote" else "rejected"
+            print(f"dry run: the challenger would have been {outcome}; nothing changed")
+
+        data = assemble_training_data()
+        model = train_challenger(data)
+        evaluation = evaluate_challenger(data, model)
+        decision = decide_promotion(evaluation, model)
+        version = register_challenger(model, data)
+        chain(decision, [version, reject_challenger(model), report_dry_run(model)])
+        deployment = deploy_challenger(version)
+        smoke = smoke_test(deployment, data)
+        chain(smoke, promote_champion(version))
+        chain([deployment, smoke], rollback_deployment())
+
+    train_and_deploy()
 
 
-train_and_deploy()
+for MODEL in models_to_build("train_and_deploy"):  # one DAG per model file (CT_MODELS_DIR)
+    build_train_and_deploy(MODEL)

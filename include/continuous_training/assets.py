@@ -5,10 +5,11 @@ from __future__ import annotations
 from airflow.sdk import Asset
 
 from include.continuous_training.config import Settings
+from include.continuous_training.model_files import ModelFile
 
 
-def curated_batches_asset(settings: Settings) -> Asset:
-    """Updated by ``ingest_new_data`` once per curated batch; ``train_and_deploy`` schedules on it.
+def curated_batches_asset(model: ModelFile, settings: Settings) -> Asset:
+    """Updated by ``model``'s ``ingest_new_data`` once per curated batch; its ``train_and_deploy`` schedules on it.
 
     Each event's ``extra`` carries ``batch_id``, ``rows``, ``bad_rows``, ``uri`` and ``source_key``.
 
@@ -16,4 +17,4 @@ def curated_batches_asset(settings: Settings) -> Asset:
     Airflow load the amazon provider's URI normaliser (and boto3) in every parse of both DAG files
     (the parse rows of ``make bench`` show the cost).
     """
-    return Asset(name="curated_batches", extra={"location": settings.s3_uri(settings.curated_prefix)})
+    return Asset(name=model.asset_name, extra={"location": settings.s3_uri(settings.curated_prefix)})

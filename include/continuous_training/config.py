@@ -33,12 +33,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from include.continuous_training.errors import ConfigurationError, task_outcome
 
+if TYPE_CHECKING:
+    from include.continuous_training.model_files import ModelFile
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 DEFAULT_SUITE_PATH = PACKAGE_DIR / "expectations" / "transactions.json"
+# Model files (model_files.py) sit beside the package: <project root>/models, /opt/airflow/models in the image.
+DEFAULT_MODELS_DIR = PACKAGE_DIR.parent.parent / "models"
 
 DEFAULT_NUMERIC_COLUMNS = (
     "amount",
@@ -57,6 +62,14 @@ DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
 WINDOW_SHRINK_ACTIONS = ("fail", "warn")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
+# The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
+TASK_METRICS = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1"),
+    "multiclass": ("macro_f1", "accuracy", "log_loss", "roc_auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+# Metrics where a smaller value is the better model (every other metric: higher is better).
+LOWER_IS_BETTER_METRICS = frozenset({"log_loss", "brier", "rmse", "mae"})
 # Columns ingest adds to curated batches when a table has no id / no event-time column of its own.
 DERIVED_ID_COLUMN = "ct_row_id"
 DERIVED_EVENT_TIME_COLUMN = "ct_ingested_at"
@@ -161,6 +174,18 @@ def _setting(
 class Settings:
     """Frozen settings for every stage; build it with :func:`load_settings` or :func:`runtime_settings`."""
 
+    model: str = _setting(
+        "",
+        "CT_MODEL",
+        "the model file (`CT_MODELS_DIR/<name>.yaml`) a process outside a DAG uses (the endpoint, the CLIs); "
+        "empty: the settings below alone. DAGs pass their own model",
+    )
+    models_dir: Path = _setting(
+        DEFAULT_MODELS_DIR,
+        "CT_MODELS_DIR",
+        "where model files are found; one set of DAGs per file",
+        shown="`models/` at the project root",
+    )
     s3_bucket: str = _setting("ct-data", "CT_S3_BUCKET", "bucket holding every prefix below")
     landing_prefix: str = _setting(
         "landing/", "CT_LANDING_PREFIX", "where new raw files land (never modified or deleted)", kind=_PREFIX
@@ -204,6 +229,15 @@ class Settings:
     task: str = _setting("binary", "CT_TASK", "what the model predicts: `binary`, `multiclass` or `regression`")
     label_column: str = _setting(
         "is_fraud", "CT_LABEL_COLUMN", "the label: two classes (binary), several (multiclass) or a number (regression)"
+    )
+    positive_class: str = _setting(
+        "",
+        "CT_POSITIVE_CLASS",
+        "binary: the label value that is the positive class (as text, e.g. `yes`, `1`, `True`); "
+        "empty: the larger of the two sorted values",
+    )
+    max_classes: int = _setting(
+        50, "CT_MAX_CLASSES", "multiclass: a label with more distinct values is refused before training"
     )
     id_column: str = _setting(
         "transaction_id",
@@ -279,16 +313,31 @@ class Settings:
     reference_sample_rows: int = _setting(
         5000, "CT_REFERENCE_SAMPLE_ROWS", "training rows kept with the model for drift checks"
     )
+    gate_metric: str = _setting(
+        "",
+        "CT_GATE_METRIC",
+        "holdout metric the gates compare (one the task reports); empty: `roc_auc` (binary), `macro_f1` "
+        "(multiclass), `rmse` (regression)",
+    )
+    metric_floor: float | None = _setting(
+        None,
+        "CT_METRIC_FLOOR",
+        "absolute floor on the gate metric (a ceiling for lower-is-better metrics); empty: `CT_ROC_AUC_FLOOR` "
+        "when the gate metric is `roc_auc`, otherwise no floor",
+        kind=_Kind("number", _number),
+    )
     roc_auc_floor: float = _setting(0.70, "CT_ROC_AUC_FLOOR", "absolute quality floor for a challenger")
-    min_delta: float = _setting(0.0, "CT_MIN_DELTA", "how much a challenger must beat the champion's ROC AUC by")
+    min_delta: float = _setting(
+        0.0, "CT_MIN_DELTA", "how much a challenger must beat the champion's gate metric (ROC AUC by default) by"
+    )
     loss_tolerance: float = _setting(
-        0.005, "CT_LOSS_TOLERANCE", "bootstrap 95 % lower bound of the AUC gain may not be below -this"
+        0.005, "CT_LOSS_TOLERANCE", "bootstrap 95 % lower bound of the gate-metric gain may not be below -this"
     )
     bootstrap_samples: int = _setting(1000, "CT_BOOTSTRAP_SAMPLES", "paired bootstrap resamples of the holdout")
     slice_column: str = _setting(
         "channel", "CT_SLICE_COLUMN", "categorical column whose slices are compared (one of the categorical columns)"
     )
-    slice_tolerance: float = _setting(0.02, "CT_SLICE_TOLERANCE", "max slice AUC loss")
+    slice_tolerance: float = _setting(0.02, "CT_SLICE_TOLERANCE", "max slice loss on the gate metric")
     min_slice_rows: int = _setting(200, "CT_MIN_SLICE_ROWS", "slices with fewer holdout rows are not gated")
     decision_threshold: float = _setting(0.5, "CT_DECISION_THRESHOLD", "score threshold for accuracy / F1")
     deployment_target: str = _setting(
@@ -366,6 +415,13 @@ class Settings:
             raise SettingsError(f"columns listed as both categorical and numeric: {sorted(overlap)}")
         if self.task not in TASKS:
             raise SettingsError(f"CT_TASK {self.task!r}: expected one of {TASKS}")
+        if self.gate_metric and self.gate_metric not in TASK_METRICS[self.task]:
+            raise SettingsError(
+                f"CT_GATE_METRIC {self.gate_metric!r} is not a {self.task} metric (CT_TASK={self.task}): "
+                f"expected one of {TASK_METRICS[self.task]}"
+            )
+        if self.max_classes < 3:
+            raise SettingsError(f"CT_MAX_CLASSES must be at least 3, got {self.max_classes}")
         if not self.label_column:
             raise SettingsError("CT_LABEL_COLUMN is empty: a model needs a label column")
         reserved = {self.label_column, self.row_id_column, self.event_time_column}
@@ -479,25 +535,54 @@ def declared_settings() -> tuple[SettingDeclaration, ...]:
     return tuple(declarations)
 
 
-def load_settings(environ: Mapping[str, str] | None = None, variables: VariableLookup | None = None) -> Settings:
-    """Build :class:`Settings`: each from ``environ`` (default ``os.environ``), else ``variables``, else its default.
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    variables: VariableLookup | None = None,
+    model: str | ModelFile | None = None,
+) -> Settings:
+    """Build :class:`Settings`: each from ``environ`` (default ``os.environ``), else the model file, else
+    ``variables``, else its default.
 
-    ``variables`` is asked only for settings whose environment variable is unset or empty, one call
-    each; without it (what DAG files do at parse time) nothing but the environment is read. An empty
-    value counts as unset. Raises :class:`SettingsError` naming the variable on a malformed value.
+    ``model`` is a model file (:mod:`model_files`) or its name (``CT_MODEL`` when omitted; none when
+    that is empty too). ``variables`` is asked only for settings that neither the environment nor the
+    model file sets, one call each; without it (what DAG files do at parse time) nothing but the
+    environment and the model file is read. An empty environment value counts as unset; in a model
+    file, empty is a value (``categorical: []``, ``id: null``). Raises :class:`SettingsError` naming the
+    variable (and the model file) on a malformed value.
     """
     env = os.environ if environ is None else environ
+    model_file = _model_file(model if model is not None else env.get("CT_MODEL", ""), env)
+    from_file = model_file.values if model_file else {}
     values: dict[str, Any] = {}
     for declared in declared_settings():
         raw, source = env.get(declared.env), ""
+        if not raw and declared.name in from_file:
+            values[declared.name] = declared.value_from(from_file[declared.name], f"{model_file.path}: ")  # type: ignore[union-attr]
+            continue
         if not raw and variables is not None:
             raw, source = variables(declared.env), "Airflow Variable "
         if raw:
             values[declared.name] = declared.value_from(raw, source)
-    return Settings(**values)
+    if model_file is None:
+        return Settings(**values)
+    values["model"] = model_file.name
+    try:
+        return Settings(**values)
+    except SettingsError as error:
+        raise SettingsError(f"{model_file.path}: {error}") from None
 
 
-def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def _model_file(model: str | ModelFile, env: Mapping[str, str]) -> ModelFile | None:
+    if not isinstance(model, str):
+        return model
+    if not model:
+        return None
+    from include.continuous_training.model_files import find_model_file
+
+    return find_model_file(model, env.get("CT_MODELS_DIR") or DEFAULT_MODELS_DIR)
+
+
+def runtime_settings(environ: Mapping[str, str] | None = None, model: str | ModelFile | None = None) -> Settings:
     """Settings for code running inside an Airflow task: environment, then Airflow Variables, then defaults.
 
     Call it in a task body, never at the top of a DAG file. Variables are read through
@@ -512,15 +597,16 @@ def runtime_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         from airflow.sdk import Variable, conf
     except ImportError:
-        return load_settings(env)
+        return load_settings(env, model=model)
     # AIRFLOW_VAR_* come from the process environment, whatever ``environ`` the settings are read from.
-    return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ))
+    return load_settings(env, variables=airflow_variable_lookup(Variable, conf, os.environ), model=model)
 
 
-def task_settings() -> Settings:
-    """:func:`runtime_settings` for a task body: a malformed value fails the task at once, without retries."""
+def task_settings(model: str | ModelFile | None = None) -> Settings:
+    """:func:`runtime_settings` for a task body (of ``model``'s DAGs): a malformed value fails the task at
+    once, without retries."""
     with task_outcome():
-        return runtime_settings()
+        return runtime_settings(model=model)
 
 
 def airflow_variable_lookup(variable_api: Any, airflow_conf: Any, environ: Mapping[str, str]) -> VariableLookup:

@@ -8,8 +8,10 @@ serves. Targets:
 ``CT_DEPLOYMENT_TARGET=none`` promotes without deploying (no target is built).
 
 :func:`smoke_test` sends a golden set to the endpoint one row at a time and fails unless every
-prediction equals the offline prediction of the same model (max abs diff <= 1e-6), the p99 latency is
-within budget and no request failed.
+prediction equals the offline prediction of the same model, the p99 latency is within budget and no
+request failed. "Equals": binary, the probability of the positive class within 1e-6 (as always);
+multiclass, every class's probability within 1e-6 and the same label; regression, the prediction
+within 1e-6 relative to its size (``|online - offline| / max(1, |offline|)``).
 """
 
 from __future__ import annotations
@@ -136,6 +138,23 @@ def target_for(settings: Settings) -> DeploymentTarget:
 
 
 # -- smoke test ------------------------------------------------------------------------------------
+def prediction_difference(task: str, payload: dict[str, Any], offline: Any, offline_label: Any = None) -> float:
+    """How far one endpoint response is from the offline prediction (see the module docstring).
+
+    A multiclass answer naming another class than the offline one (the same probabilities cannot)
+    counts as infinitely far.
+    """
+    if task == "regression":
+        online = float(payload["prediction"])
+        return abs(online - float(offline)) / max(1.0, abs(float(offline)))
+    if task == "multiclass":
+        if offline_label is not None and payload.get("label") != offline_label:
+            return math.inf
+        online_row = payload["probabilities"]
+        return max(abs(float(online_row[name]) - float(p)) for name, p in offline.items())
+    return abs(float(payload["probability"]) - float(offline))
+
+
 @dataclass
 class SmokeReport:
     version: str
@@ -147,6 +166,7 @@ class SmokeReport:
     p99_budget_ms: float
     wrong_version: int
     first_error: str | None
+    task: str = "binary"
 
     @property
     def passed(self) -> bool:
@@ -164,7 +184,8 @@ class SmokeReport:
         if self.wrong_version:
             problems.append(f"{self.wrong_version} responses came from another model version than {self.version}")
         if not self.max_abs_diff <= MAX_ABS_DIFF:
-            problems.append(f"max |online - offline| = {self.max_abs_diff:.3g} > {MAX_ABS_DIFF:g}")
+            what = "relative |online - offline|" if self.task == "regression" else "|online - offline| (or a label)"
+            problems.append(f"max {what} = {self.max_abs_diff:.3g} > {MAX_ABS_DIFF:g}")
         if self.p99_ms > self.p99_budget_ms:
             problems.append(f"p99 latency {self.p99_ms:.1f} ms > budget {self.p99_budget_ms:.0f} ms")
         return "; ".join(problems) or f"ok: {self.requests} requests, p99 {self.p99_ms:.1f} ms"
@@ -180,13 +201,24 @@ def golden_records(frame: pd.DataFrame, feature_names: list[str], rows: int, see
 
 
 def smoke_test(
-    url: str, version: str, records: list[dict[str, Any]], expected: list[float], p99_budget_ms: float
+    url: str,
+    version: str,
+    records: list[dict[str, Any]],
+    expected: list[Any],
+    p99_budget_ms: float,
+    task: str = "binary",
+    expected_labels: list[Any] | None = None,
 ) -> SmokeReport:
-    """One request per golden record; compare with the offline predictions of the same model."""
+    """One request per golden record; compare with the offline predictions of the same model.
+
+    ``expected``: per record the offline P(positive) (binary), ``{class: p}`` (multiclass) or the
+    prediction (regression); ``expected_labels``: the offline class of each record (classifiers).
+    """
+    labels = expected_labels or [None] * len(records)
     latencies, diffs = [], []
     errors = wrong_version = 0
     first_error = None
-    for record, offline in zip(records, expected, strict=True):
+    for record, offline, offline_label in zip(records, expected, labels, strict=True):
         started = time.perf_counter()
         try:
             status, payload = http_json("POST", f"{url}/predict", record, timeout=10)
@@ -199,7 +231,11 @@ def smoke_test(
             continue
         if str(payload.get("model_version")) != str(version):
             wrong_version += 1
-        diffs.append(abs(float(payload["probability"]) - float(offline)))
+        try:
+            diffs.append(prediction_difference(task, payload, offline, offline_label))
+        except (KeyError, TypeError, ValueError) as error:  # a response without the task's fields
+            errors += 1
+            first_error = first_error or f"HTTP 200 without the {task} fields ({error!r}): {str(payload)[:200]}"
     latencies.sort()
     p99 = latencies[min(len(latencies) - 1, math.ceil(0.99 * len(latencies)) - 1)] if latencies else math.inf
     return SmokeReport(
@@ -212,6 +248,7 @@ def smoke_test(
         p99_budget_ms=p99_budget_ms,
         wrong_version=wrong_version,
         first_error=first_error,
+        task=task,
     )
 
 
@@ -225,5 +262,22 @@ def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str
     records = golden_records(holdout, model.spec.feature_names, settings.smoke_requests, settings.seed)
     import pandas as pd
 
-    expected = model.booster.inplace_predict(model.spec.matrix(pd.DataFrame.from_records(records))).tolist()
-    return smoke_test(settings.serving_url, version, records, expected, settings.smoke_p99_ms)
+    expected, labels = offline_predictions(model, pd.DataFrame.from_records(records), settings.decision_threshold)
+    return smoke_test(settings.serving_url, version, records, expected, settings.smoke_p99_ms, model.spec.task, labels)
+
+
+def offline_predictions(model: Any, frame: pd.DataFrame, threshold: float) -> tuple[list[Any], list[Any] | None]:
+    """What :func:`smoke_test` expects of each row of ``frame``: the model's own prediction, and its class.
+
+    Per row: P(positive) (binary), ``{class: p}`` (multiclass) or the prediction (regression); the
+    classes are None for regression.
+    """
+    spec = model.spec
+    output = spec.predict(model.booster, spec.matrix(frame))
+    if spec.task == "regression":
+        return output.tolist(), None
+    labels = spec.predicted_labels(output, threshold)
+    if spec.task == "multiclass":
+        names = [str(c) for c in spec.classes]
+        return [dict(zip(names, row, strict=True)) for row in output.tolist()], labels
+    return output.tolist(), labels

@@ -111,7 +111,10 @@ def compute_drift(
     features = list(settings.feature_columns)
     reference = sample_rows(reference, cap, settings.seed).reset_index(drop=True)
     current = sample_rows(current, cap, settings.seed).reset_index(drop=True)
-    reference = reference.assign(score=model.booster.inplace_predict(model.spec.matrix(reference)))
+    # The champion scores its own reference the way the endpoint logs ``score``: P(positive),
+    # P(predicted class) or the predicted value (regression: any range, compared as a number).
+    spec = model.spec
+    reference = reference.assign(score=spec.scores(spec.predict(model.booster, spec.matrix(reference))))
     definition = DataDefinition(
         numerical_columns=[*settings.numeric_columns, "score"], categorical_columns=list(settings.categorical_columns)
     )
@@ -153,18 +156,46 @@ def feature_importance(model: Any) -> dict[str, float]:
     return {name: float(scores.get(name, 0.0)) for name in model.spec.feature_names}
 
 
-def realized_performance(window: pd.DataFrame, feedback: pd.DataFrame, settings: Settings) -> dict[str, Any] | None:
-    """ROC AUC of the served scores on the rows whose labels arrived; None when there are too few."""
-    from include.continuous_training.evaluation import classification_metrics
+def realized_performance(
+    window: pd.DataFrame, feedback: pd.DataFrame, settings: Settings, spec: Any = None
+) -> dict[str, Any] | None:
+    """The served predictions against the labels that arrived; None when there are too few.
+
+    ``spec`` is the champion's :class:`FeatureSpec` (labels are encoded as it encodes them; without
+    one, a binary 0/1 label). Binary: the classification metrics of the logged ``score`` (ROC AUC, …);
+    multiclass: accuracy and macro F1 of the logged ``label``; regression: RMSE, MAE and R² of the
+    logged ``score`` (the prediction).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from include.continuous_training.evaluation import classification_metrics, regression_metrics
+    from include.continuous_training.features import FeatureSpec
 
     if window.empty or feedback.empty:
         return None
-    joined = window.merge(feedback, on="prediction_id", how="inner")
-    labels = joined[settings.label_column].astype(int)
-    if len(joined) < settings.drift_min_rows or labels.nunique() < 2:
+    spec = spec or FeatureSpec((), {}, settings.label_column)
+    truth = feedback.rename(columns={spec.label: "ct_true_label"})[["prediction_id", "ct_true_label"]]
+    joined = window.merge(truth, on="prediction_id", how="inner")
+    if len(joined) < settings.drift_min_rows:
         return None
-    metrics = classification_metrics(labels.to_numpy(), joined["score"].to_numpy(), settings.decision_threshold)
-    return {"labelled_rows": len(joined), **metrics}
+    labels = spec.label_vector(pd.DataFrame({spec.label: joined["ct_true_label"]}))
+    if spec.is_classifier and len(np.unique(labels)) < 2:
+        return None
+    scores = joined["score"].to_numpy(dtype=float)
+    if spec.task == "regression":
+        return {"labelled_rows": len(joined), **regression_metrics(labels, scores)}
+    if spec.task == "multiclass":
+        from sklearn import metrics
+
+        predicted = spec.label_vector(pd.DataFrame({spec.label: joined["label"]}))
+        return {
+            "labelled_rows": len(joined),
+            "accuracy": float(metrics.accuracy_score(labels, predicted)),
+            "macro_f1": float(metrics.f1_score(labels, predicted, average="macro", zero_division=0)),
+            "rows": float(len(joined)),
+        }
+    return {"labelled_rows": len(joined), **classification_metrics(labels, scores, settings.decision_threshold)}
 
 
 # -- the policy -----------------------------------------------------------------------------------------
@@ -198,12 +229,17 @@ def decide_retraining(
 ) -> RetrainDecision:
     """Pure: retrain when N of the last M windows drifted (this one included) or labels show the champion
     below the floor, unless a retrain happened within the cooldown or one is running now."""
+    from include.continuous_training.evaluation import gate_metric
+
+    metric = gate_metric(settings)
     thresholds = {
         "drift_share": settings.drift_share_threshold,
         "weighted_by_importance": settings.drift_use_importance,
         "n_of_m": [settings.drift_windows_required, settings.drift_windows_considered],
         "cooldown_hours": settings.drift_cooldown_hours,
         "roc_auc_floor": settings.roc_auc_floor,
+        "gate_metric": metric.name,
+        "metric_floor": metric.floor,
         "min_rows": settings.drift_min_rows,
     }
     windows = [current, *history][: settings.drift_windows_considered]
@@ -216,10 +252,12 @@ def decide_retraining(
         return record("skip", [f"not enough data: {current.get('reason', 'no rows')}"])
     reasons = []
     performance = current.get("realized_performance")
-    if performance and performance["roc_auc"] < settings.roc_auc_floor:
+    realized = performance.get(metric.name) if performance else None
+    if performance and realized is not None and metric.floor is not None and not metric.meets_floor(realized):
+        side = "below" if metric.higher_is_better else "above"
         reasons.append(
-            f"realized ROC AUC {performance['roc_auc']:.4f} on {performance['labelled_rows']} labelled rows "
-            f"is below the floor {settings.roc_auc_floor:.4f}"
+            f"realized {metric.label} {realized:.4f} on {performance['labelled_rows']} labelled rows "
+            f"is {side} the floor {metric.floor:.4f} ({metric.direction}; {metric.floor_setting})"
         )
     if drifted >= settings.drift_windows_required:
         share = current["weighted_drift_share"] if settings.drift_use_importance else current["drift_share"]
@@ -339,7 +377,7 @@ def measure_window(s3: S3Client, settings: Settings, start: datetime, end: datet
         **measured,
         "rows": len(rows),
         "champion_version": version,
-        "realized_performance": realized_performance(rows, read_feedback(s3, settings), settings),
+        "realized_performance": realized_performance(rows, read_feedback(s3, settings), settings, model.spec),
         "seconds": round(time.perf_counter() - started, 2),
     }
     summary["report_url"] = save_report(s3, settings, key, summary, snapshot)

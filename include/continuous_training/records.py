@@ -59,12 +59,14 @@ class ChampionScores(TypedDict):
 
 
 class Evaluation(TypedDict):
-    """``evaluate_challenger`` → both models on one holdout, and the paired bootstrap of the gain."""
+    """``evaluate_challenger`` → both models on one holdout, and the paired bootstrap of the gain on the gate metric."""
 
     holdout_uri: str
     holdout_rows: int
     threshold: float
     slice_column: str
+    task: NotRequired[str]  # CT_TASK of the challenger (absent in records from before tasks: binary)
+    gate_metric: NotRequired[str]  # the metric the bootstrap gain is on (absent: roc_auc)
     challenger: ChallengerScores
     champion: ChampionScores | None
     bootstrap: dict[str, float] | None

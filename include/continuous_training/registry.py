@@ -98,7 +98,7 @@ def register_challenger(
 
     name = settings.model_name
     try:
-        client.create_registered_model(name, description="Tabular binary classifier kept fresh by train_and_deploy")
+        client.create_registered_model(name, description="Tabular XGBoost model kept fresh by train_and_deploy")
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise

@@ -40,23 +40,23 @@ def replay_params() -> dict[str, Param]:
     }
 
 
-def _find_new(aws_conn_id: str, limit: int) -> list[dict[str, Any]]:
+def _find_new(aws_conn_id: str, limit: int, model: str = "") -> list[dict[str, Any]]:
     from include.continuous_training.config import load_settings
     from include.continuous_training.ingestion import find_new_objects
     from include.continuous_training.storage import s3_client_from_connection
 
-    settings = load_settings()
+    settings = load_settings(model=model or None)  # "": CT_MODEL, else the environment alone
     client = s3_client_from_connection(aws_conn_id)
     return [ref.as_dict() for ref in find_new_objects(client, settings, limit=limit)]
 
 
-def _find_quarantined(aws_conn_id: str, keys: list[str]) -> list[dict[str, Any]]:
+def _find_quarantined(aws_conn_id: str, keys: list[str], model: str = "") -> list[dict[str, Any]]:
     """The quarantined versions of ``keys``, marked ``replay`` for ``ingest_batch`` (the ``replay_keys`` Param)."""
     from include.continuous_training.config import task_settings
     from include.continuous_training.ingestion import quarantined_objects
     from include.continuous_training.storage import s3_client_from_connection
 
-    settings = task_settings()
+    settings = task_settings(model or None)  # "": CT_MODEL, else the environment alone
     client = s3_client_from_connection(aws_conn_id)
     return [{**ref.as_dict(), "replay": True} for ref in quarantined_objects(client, settings, keys)]
 
@@ -64,8 +64,11 @@ def _find_quarantined(aws_conn_id: str, keys: list[str]) -> list[dict[str, Any]]
 class NewLandingObjectsTrigger(BaseTrigger):
     """Lists landing and the manifest every ``poke_interval`` seconds until something is new."""
 
-    def __init__(self, aws_conn_id: str, poke_interval: float, deadline: float, limit: int = MAX_OBJECTS_PER_RUN):
+    def __init__(
+        self, aws_conn_id: str, poke_interval: float, deadline: float, limit: int = MAX_OBJECTS_PER_RUN, model: str = ""
+    ):
         super().__init__()
+        self.model = model
         self.aws_conn_id = aws_conn_id
         self.poke_interval = poke_interval
         self.deadline = deadline
@@ -79,6 +82,7 @@ class NewLandingObjectsTrigger(BaseTrigger):
                 "poke_interval": self.poke_interval,
                 "deadline": self.deadline,
                 "limit": self.limit,
+                "model": self.model,
             },
         )
 
@@ -88,7 +92,7 @@ class NewLandingObjectsTrigger(BaseTrigger):
         find = sync_to_async(_find_new)  # like the amazon hooks: connection lookups stay sync
         while True:
             try:
-                objects = await find(self.aws_conn_id, self.limit)
+                objects = await find(self.aws_conn_id, self.limit, self.model)
             except Exception as error:  # surface S3 errors to the task instead of looping silently
                 yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
                 return
@@ -105,6 +109,9 @@ class NewLandingObjectsTrigger(BaseTrigger):
 class NewLandingObjectsSensor(BaseSensorOperator):
     """Wait for landing objects with no manifest entry; return them (``ObjectRef`` dicts) via XCom.
 
+    ``model`` names the model file whose landing prefix and manifest are watched (empty: ``CT_MODEL``,
+    else the environment's settings alone).
+
     A run whose ``replay_keys`` Param names landing keys returns their quarantined versions instead,
     at once and marked ``"replay": True`` (``ingestion.replay_object`` takes them).
 
@@ -115,15 +122,24 @@ class NewLandingObjectsSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("aws_conn_id",)
     ui_color = "#e3f2fd"
 
-    def __init__(self, *, aws_conn_id: str, limit: int = MAX_OBJECTS_PER_RUN, deferrable: bool = True, **kwargs: Any):
+    def __init__(
+        self,
+        *,
+        aws_conn_id: str,
+        model: str = "",
+        limit: int = MAX_OBJECTS_PER_RUN,
+        deferrable: bool = True,
+        **kwargs: Any,
+    ):
         kwargs.setdefault("soft_fail", True)
         super().__init__(**kwargs)
+        self.model = model
         self.aws_conn_id = aws_conn_id
         self.limit = limit
         self.deferrable = deferrable
 
     def poke(self, context: Context) -> PokeReturnValue:
-        objects = _find_new(self.aws_conn_id, self.limit)
+        objects = _find_new(self.aws_conn_id, self.limit, self.model)
         if objects:
             self.log.info("%d new landing object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
         return PokeReturnValue(is_done=bool(objects), xcom_value=objects)
@@ -134,7 +150,7 @@ class NewLandingObjectsSensor(BaseSensorOperator):
             from include.continuous_training.errors import task_outcome
 
             with task_outcome():  # an unknown key fails the run without retries
-                objects = _find_quarantined(self.aws_conn_id, replay_keys)
+                objects = _find_quarantined(self.aws_conn_id, replay_keys, self.model)
             self.log.info("replaying %d quarantined object(s): %s", len(objects), ", ".join(o["key"] for o in objects))
             return objects
         if not self.deferrable:
@@ -148,6 +164,7 @@ class NewLandingObjectsSensor(BaseSensorOperator):
                 poke_interval=float(self.poke_interval),
                 deadline=time.time() + float(self.timeout),
                 limit=self.limit,
+                model=self.model,
             ),
             method_name="execute_complete",
             # Safety net only: the trigger ends itself at the deadline with a "timeout" event.

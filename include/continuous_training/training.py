@@ -38,6 +38,8 @@ from include.continuous_training.features import (
     TUNABLE_PARAMS,
     FeatureSpec,
     configured_columns,
+    label_classes,
+    native,
 )
 from include.continuous_training.records import TrainedModel, TrainingData
 from include.continuous_training.storage import (
@@ -312,6 +314,7 @@ def assemble_training_data(
     for batch in out:
         log.info("batch %s (%s) is out of the window: %s", batch["batch_id"], batch["source_key"], batch["out_reason"])
 
+    classes = label_classes(data[settings.label_column], settings)  # the label fits the task, before any split
     n = len(data)
     n_holdout = round(n * settings.holdout_fraction)
     n_valid = round(n * settings.validation_fraction)
@@ -324,7 +327,7 @@ def assemble_training_data(
         "batches": sorted(used, key=lambda b: str(b["batch_id"])),
         "window": window.as_dict(),
         "rows": {name: len(split) for name, split in splits.items()},
-        "positive_rate": {name: float(split[settings.label_column].mean()) for name, split in splits.items()},
+        **label_summary(splits, settings, classes),
         "features": list(settings.feature_columns),
         "label": settings.label_column,
         "split": {
@@ -354,13 +357,7 @@ def assemble_training_data(
     else:
         log.info("window check: %s (%s)", shrink.verdict, shrink.reason)
 
-    for name, split in splits.items():
-        classes = {int(c) for c in split[settings.label_column].unique()}  # not np.int64(0) in the message
-        if len(split) < 50 or classes != {0, 1}:
-            raise TrainingDataError(
-                f"{name} split has {len(split)} rows and classes {sorted(classes)} in the window "
-                f"{start} .. {end}: need >= 50 rows with both classes; ingest more data or widen window_days"
-            )
+    check_splits(splits, settings, classes, f"{start} .. {end}")
 
     folder = f"{settings.training_prefix}{data_hash}/"
     uris = {}
@@ -380,12 +377,77 @@ def assemble_training_data(
     )
 
 
+def label_summary(splits: dict[str, pd.DataFrame], settings: Settings, classes: tuple[Any, ...]) -> dict[str, Any]:
+    """The label per split for the manifest: binary the positive rate, multiclass the class counts,
+    regression the mean and spread (binary keeps the key it always had, so its data hash is unchanged)."""
+    label = settings.label_column
+    if settings.task == "binary":
+        positive = classes[1]
+        return {"positive_rate": {name: float((split[label] == positive).mean()) for name, split in splits.items()}}
+    if settings.task == "multiclass":
+        counts = {name: {str(c): int((split[label] == c).sum()) for c in classes} for name, split in splits.items()}
+        return {"task": settings.task, "classes": list(classes), "class_counts": counts}
+    stats = {
+        name: {"mean": float(split[label].mean()), "std": float(split[label].std(ddof=0))}
+        for name, split in splits.items()
+    }
+    return {"task": settings.task, "label_stats": stats}
+
+
+def check_splits(splits: dict[str, pd.DataFrame], settings: Settings, classes: tuple[Any, ...], window: str) -> None:
+    """Every split can train or judge a model of ``settings.task``; else :class:`TrainingDataError`.
+
+    At least 50 rows each; binary: both classes in each split; multiclass: the train split holds
+    every class of the window, the others at least two; regression: a train label that varies.
+    """
+    label, task = settings.label_column, settings.task
+    for name, split in splits.items():
+        found = sorted({str(native(v)) for v in split[label].unique()})
+        problem = None
+        if len(split) < 50:
+            problem = "need >= 50 rows"
+        elif task == "binary" and len(found) != 2:
+            problem = f"need both classes {[str(c) for c in classes]}"
+        elif task == "multiclass" and name == "train" and len(found) != len(classes):
+            missing = sorted({str(c) for c in classes} - set(found))
+            problem = f"the train split lacks classes {missing} that later rows hold: the model could not learn them"
+        elif task == "multiclass" and len(found) < 2:
+            problem = "need at least two classes"
+        elif task == "regression" and name == "train" and split[label].nunique() < 2:
+            problem = "the label is constant: nothing to learn"
+        if problem is not None:
+            shown = f"classes {found[:10]}" if task != "regression" else "a numeric label"
+            raise TrainingDataError(
+                f"{name} split has {len(split)} rows and {shown} in label column {label!r} (CT_TASK={task}) "
+                f"in the window {window}: {problem}; ingest more data or widen window_days"
+            )
+
+
 # -- training ----------------------------------------------------------------------------------------
+OBJECTIVES = {
+    # task: (objective, eval metrics; early stopping watches the last)
+    "binary": ("binary:logistic", ["auc", "logloss"]),
+    "multiclass": ("multi:softprob", ["mlogloss"]),
+    "regression": ("reg:squarederror", ["rmse"]),
+}
+
+
 def training_params(
-    settings: Settings, overrides: dict[str, Any] | None, device: str
+    settings: Settings, overrides: dict[str, Any] | None, device: str, num_class: int | None = None
 ) -> tuple[dict[str, Any], int, int]:
-    """XGBoost params, boosting rounds and early-stopping patience, with validated overrides."""
+    """XGBoost params, boosting rounds and early-stopping patience, with validated overrides.
+
+    The objective follows ``CT_TASK``: ``binary:logistic``, ``multi:softprob`` (``num_class``: the
+    spec's classes) or ``reg:squarederror``; early stopping watches logloss, mlogloss or rmse.
+    ``scale_pos_weight`` is a binary-only override.
+    """
     overrides = dict(overrides or {})
+    if "scale_pos_weight" in overrides and settings.task != "binary":
+        raise ConfigurationError(
+            f"hyper-parameter scale_pos_weight applies to binary models only, not CT_TASK={settings.task}"
+        )
+    if settings.task == "multiclass" and (num_class is None or num_class < 2):
+        raise ConfigurationError(f"CT_TASK=multiclass needs the number of classes, got num_class={num_class}")
     unknown = sorted(set(overrides) - set(TUNABLE_PARAMS))
     if unknown:
         raise ConfigurationError(f"unknown hyper-parameter(s) {unknown}; allowed: {sorted(TUNABLE_PARAMS)}")
@@ -395,9 +457,11 @@ def training_params(
         raise ConfigurationError(f"hyper-parameter overrides {overrides}: {error}") from error
     rounds = int(cleaned.pop("num_boost_round", settings.num_boost_round))
     patience = int(cleaned.pop("early_stopping_rounds", settings.early_stopping_rounds))
-    params = {
-        "objective": "binary:logistic",
-        "eval_metric": ["logloss", "auc"],
+    objective, eval_metric = OBJECTIVES[settings.task]
+    params: dict[str, Any] = {
+        "objective": objective,
+        "eval_metric": list(eval_metric),
+        **({"num_class": num_class} if settings.task == "multiclass" else {}),
         "tree_method": "hist",
         "device": device,
         "max_depth": settings.max_depth,
@@ -515,7 +579,6 @@ def train_challenger(
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     device, why = select_device(device_probe)
-    params, rounds, patience = training_params(settings, overrides, device)
     # Concurrently: is there a finished run of this DAG run already, and the two splits
     # (HTTP, S3 GET and Parquet decoding all release the GIL).
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -529,6 +592,7 @@ def train_challenger(
         return _run_summary(existing)
     log.info("training on %s: %s", device, why)
     spec = FeatureSpec.from_frame(train, settings)
+    params, rounds, patience = training_params(settings, overrides, device, len(spec.classes) or None)
     features = train[list(spec.feature_names)]
     reference = features.sample(n=min(settings.reference_sample_rows, len(features)), random_state=settings.seed)
 
@@ -574,7 +638,10 @@ def train_challenger(
         metrics += [
             Metric("best_iteration", float(best), now, 0),
             Metric("fit_seconds", fit_seconds, now, 0),
-            Metric("best_validation_auc", float(history["validation"]["auc"][best]), now, 0),
+            *(
+                Metric(f"best_validation_{name}", float(values[best]), now, 0)
+                for name, values in history["validation"].items()
+            ),
         ]
         for start in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
             tracking.log_batch(run_id, metrics=metrics[start : start + 1000])
@@ -582,7 +649,7 @@ def train_challenger(
         # MLflow's signature and example describe what the booster consumes (the encoded matrix), so
         # the stock xgboost pyfunc flavor can score them; feature_spec.json maps raw rows to it.
         example = spec.encoded_frame(features.head(5))
-        signature = infer_signature(example, booster.inplace_predict(example.to_numpy()))
+        signature = infer_signature(example, spec.predict(booster, example.to_numpy()))
         with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_id=run_id):
             spec_path = Path(tmp) / FEATURE_SPEC_FILE
             spec_path.write_text(json.dumps(spec.to_dict(), indent=2))

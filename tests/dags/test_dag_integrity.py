@@ -60,10 +60,12 @@ def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
-def test_expected_dags_and_one_dag_per_file(dagbag):
+def test_expected_dags_and_one_dag_per_file_and_model(dagbag):
+    # models/ holds the bundled model only, whose DAGs keep their ids (the file stem, no suffix).
     assert set(dagbag.dag_ids) == set(EXPECTED_STRUCTURE)
     for dag_id in dagbag.dag_ids:
         assert Path(dagbag.dags[dag_id].fileloc).stem == dag_id
+        assert "model:transactions" in dagbag.dags[dag_id].tags
 
 
 @pytest.mark.parametrize("dag_id", sorted(EXPECTED_STRUCTURE))
@@ -151,13 +153,39 @@ trivial_trigger()
 _USES_TRIGGER_OPERATOR = {"monitor_drift.py"}
 
 
+PARSED_MODELS = 3  # "several model files": the budget holds with the bundled model and two more
+
+
+def several_models(folder: Path, count: int) -> Path:
+    """A models folder with the bundled model file and ``count - 1`` copies under other names."""
+    import shutil
+
+    models = folder / "models"
+    models.mkdir()
+    suite = shutil.copy(ROOT / "include" / "continuous_training" / "expectations" / "transactions.json", models)
+    bundled = (ROOT / "models" / "transactions.yaml").read_text()
+    bundled = bundled.replace("suite: ../include/continuous_training/expectations/transactions.json", f"suite: {suite}")
+    (models / "transactions.yaml").write_text(bundled)
+    for i in range(1, count):
+        name = f"model_{i}"
+        copy = bundled.replace("name: transactions", f"name: {name}").replace('dag_suffix: ""', "")
+        copy = copy.replace("registered_model: ct-classifier", f"registered_model: ct-{name}")
+        copy = copy.replace('prefix: ""', f"prefix: {name}/")
+        (models / f"{name}.yaml").write_text(copy)
+    return models
+
+
 @pytest.fixture(scope="module")
 def parse_times(tmp_path_factory):
-    """Every DAG file, the trivial baselines, and a copy of a DAG file with `import pandas` on top,
-    measured by the benchmark's own code (fresh interpreter, minus `import airflow.sdk`, medians)."""
+    """Every DAG file (with :data:`PARSED_MODELS` model files), the trivial baselines, and a copy of a
+    DAG file with `import pandas` on top, measured by the benchmark's own code (fresh interpreter,
+    minus `import airflow.sdk`, medians)."""
     from benchmarks.bench_parse import TRIVIAL_DAG, measure_parse_times
+    from include.continuous_training.model_files import discover_model_files
 
     folder = tmp_path_factory.mktemp("parse")
+    models = several_models(folder, PARSED_MODELS)
+    assert len(discover_model_files(models)) == PARSED_MODELS
     trivial, trivial_trigger = folder / "trivial_dag.py", folder / "trivial_trigger_dag.py"
     trivial.write_text(TRIVIAL_DAG)
     trivial_trigger.write_text(_TRIVIAL_TRIGGER_DAG)
@@ -169,7 +197,9 @@ def parse_times(tmp_path_factory):
         )
     )
     assert "import pandas" in regressed.read_text()
-    times = measure_parse_times([trivial, trivial_trigger, *DAG_FILES, regressed], repeats=PARSE_REPEATS)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CT_MODELS_DIR", str(models))  # the measured processes inherit it
+        times = measure_parse_times([trivial, trivial_trigger, *DAG_FILES, regressed], repeats=PARSE_REPEATS)
     return times, {"trivial": trivial, "trivial_trigger": trivial_trigger, "regressed": regressed}
 
 

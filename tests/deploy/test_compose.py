@@ -273,7 +273,7 @@ def test_the_image_bakes_the_package_onto_pythonpath():
     assert dockerfile.startswith("#")
     assert "FROM apache/airflow:3.3.2-python3.11" in dockerfile
     assert "-r /opt/ct/requirements.txt -c /opt/ct/constraints.txt" in dockerfile
-    for folder in ("dags", "include", "plugins"):
+    for folder in ("dags", "include", "plugins", "models"):
         assert f"COPY --chown=airflow:0 {folder} /opt/airflow/{folder}" in dockerfile
     assert "ENV PYTHONPATH=/opt/airflow" in dockerfile
     ignored = (ROOT / ".dockerignore").read_text().split()
@@ -281,8 +281,8 @@ def test_the_image_bakes_the_package_onto_pythonpath():
     assert Path(ROOT / "airflow_settings.yaml").exists()
 
 
-# What production runs: the DAGs, the library, the plugins and the settings file (plus the pins to install).
-SHIPPED = {"requirements.txt", "constraints.txt", "dags", "include", "plugins", "airflow_settings.yaml"}
+# What production runs: DAGs, library, plugins, model files and the settings file (plus the pins to install).
+SHIPPED = {"requirements.txt", "constraints.txt", "dags", "include", "plugins", "models", "airflow_settings.yaml"}
 LOCAL_ONLY = {"devtools", "tests", "benchmarks", "tools", "bench"}
 
 

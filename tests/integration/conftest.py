@@ -119,11 +119,11 @@ class Endpoint:
         self.token = token
 
     @classmethod
-    def start(cls, state_dir: Path, env: dict[str, str], workers: int = 2) -> Endpoint:
-        """The endpoint in its own process group, for one test's model name (``CT_MODEL_NAME`` in ``env``)."""
+    def start(cls, state_dir: Path, env: dict[str, str], workers: int = 2, port: int | None = None) -> Endpoint:
+        """The endpoint in its own process group, for one test's model (``CT_MODEL_NAME`` / ``CT_MODEL`` in ``env``)."""
         from devtools.services import start_endpoint
 
-        service = start_endpoint(env, state_dir, workers=workers, startup_timeout=60)
+        service = start_endpoint(env, state_dir, workers=workers, port=port, startup_timeout=60)
         return cls(service, env["CT_SERVING_ADMIN_TOKEN"])
 
     def get(self, path: str) -> tuple[int, Any]:

@@ -52,7 +52,7 @@ def test_first_model_needs_only_the_floor():
 def test_first_model_below_the_floor_is_rejected():
     record = decide_promotion(_evaluation(0.69, None), SETTINGS)
     assert record.verdict == "reject"
-    assert record.reasons == ["floor: ROC AUC 0.6900 vs floor 0.7000"]
+    assert record.reasons == ["floor: ROC AUC 0.6900 vs floor 0.7000 (higher is better; CT_ROC_AUC_FLOOR)"]
 
 
 def test_constant_predictions_are_rejected_even_above_the_floor():
@@ -110,7 +110,9 @@ def test_a_slice_regression_is_rejected_even_when_overall_improves():
     slices = {"pos": (0.9, 0.88), "online": (0.88, 0.86), "atm": (0.70, 0.80)}
     record = decide_promotion(_evaluation(0.87, 0.85, ci=(0.005, 0.03), slices=slices), SETTINGS)
     assert record.verdict == "reject"
-    assert record.reasons == ["slices: worst slice channel=atm: ROC AUC -0.1000 (tolerance -0.0200)"]
+    assert record.reasons == [
+        "slices: worst slice channel=atm: ROC AUC gain -0.1000 (higher is better; tolerance -0.0200)"
+    ]
 
 
 def test_small_slices_are_reported_but_not_gated():

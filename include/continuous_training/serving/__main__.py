@@ -1,4 +1,8 @@
-"""Run the endpoint: ``python -m include.continuous_training.serving [--host H] [--port P] [--workers N]``."""
+"""Run the endpoint: ``python -m include.continuous_training.serving [--model NAME] [--host H] [--port P]``.
+
+One endpoint serves one model: ``--model`` (or ``CT_MODEL``) names its model file; run one endpoint
+per model file, each with its own ``CT_SERVING_URL`` port and ``CT_SERVING_STATE_DIR``.
+"""
 
 from __future__ import annotations
 
@@ -15,9 +19,15 @@ from include.continuous_training.config import load_settings
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
+    chosen = argparse.ArgumentParser(add_help=False)
+    chosen.add_argument("--model", default=os.environ.get("CT_MODEL", ""))
+    model = chosen.parse_known_args(argv)[0].model
+    # Workers build their settings from the environment (create_app): this is how each knows its model.
+    os.environ["CT_MODEL"] = model
     settings = load_settings()
     default_port = urlparse(settings.serving_url).port or 8000
     parser = argparse.ArgumentParser(prog="python -m include.continuous_training.serving", description=__doc__)
+    parser.add_argument("--model", default=model, help="model file name (default: CT_MODEL)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     parser.add_argument("--port", type=int, default=default_port)
     parser.add_argument("--workers", type=int, default=settings.serving_workers)

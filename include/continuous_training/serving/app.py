@@ -5,7 +5,10 @@ Routes:
 - ``POST /predict``: one record (a JSON object) or a batch (a JSON array, or ``{"records": [...]}``).
   Every record is checked against the served model's feature spec; problems come back as 4xx with
   field-level messages (``loc`` = record index and field), never a 500. The response carries
-  ``prediction_id``, ``probability``, ``label`` and ``model_version``.
+  ``prediction_id`` and ``model_version``, and what the served model predicts (its ``task``):
+  binary ``probability`` (of the positive class) and ``label`` (the class value); multiclass
+  ``label``, ``probability`` (of that class) and ``probabilities`` (``{class: p}``); regression
+  ``prediction``.
 - ``GET /health`` (process alive), ``GET /ready`` (a model is loaded), ``GET /metadata``,
   ``GET /metrics`` (Prometheus, aggregated over all workers).
 - ``POST /admin/reload`` with ``{"version": "7"}`` or ``{"alias": "champion"}`` and
@@ -45,11 +48,17 @@ class Metrics:
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
-        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client import Counter, Gauge, Histogram, Summary
 
         self.requests = Counter("ct_http_requests_total", "HTTP requests", ["route", "code"])
         self.latency = Histogram("ct_http_request_seconds", "Request latency", ["route"], buckets=LATENCY_BUCKETS)
-        self.scores = Histogram("ct_prediction_score", "Predicted probabilities", buckets=SCORE_BUCKETS)
+        self.scores = Histogram(
+            "ct_prediction_score",
+            "Predicted probabilities: of the positive class (binary), of the predicted class (multiclass)",
+            buckets=SCORE_BUCKETS,
+        )
+        # A regression prediction has no fixed range for buckets: count and sum (the mean) instead.
+        self.values = Summary("ct_prediction_value", "Predicted values (regression models)")
         self.predictions = Counter("ct_predictions_total", "Records scored")
         self.model_version = Gauge("ct_model_version", "Served model version per worker", multiprocess_mode="liveall")
         self.log_written = Counter("ct_inference_log_rows_written_total", "Inference-log rows written to S3")
@@ -238,6 +247,41 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
     return matrix, errors
 
 
+def predictions_of(spec: Any, output: Any, threshold: float) -> list[dict[str, Any]]:
+    """One response entry per row of the model's output (:meth:`FeatureSpec.predict`), with ``score``:
+    the number the inference log keeps (P(positive), P(predicted class), or the prediction).
+
+    Binary: ``probability`` and ``label`` (positive at ``probability >= threshold``); multiclass:
+    ``label``, ``probability`` of it and ``probabilities`` per class; regression: ``prediction``.
+    """
+    import numpy as np
+
+    ids = [uuid.uuid4().hex for _ in range(len(output))]
+    if spec.task == "regression":
+        return [
+            {"prediction_id": i, "prediction": value, "score": value}
+            for i, value in zip(ids, output.tolist(), strict=True)
+        ]
+    labels = spec.predicted_labels(output, threshold)
+    if spec.task == "binary":
+        return [
+            {"prediction_id": i, "probability": p, "label": label, "score": p}
+            for i, p, label in zip(ids, output.tolist(), labels, strict=True)
+        ]
+    names = [str(c) for c in spec.classes]
+    chosen = np.max(output, axis=1).tolist()
+    return [
+        {
+            "prediction_id": i,
+            "label": label,
+            "probability": p,
+            "probabilities": dict(zip(names, row, strict=True)),
+            "score": p,
+        }
+        for i, label, p, row in zip(ids, labels, chosen, output.tolist(), strict=True)
+    ]
+
+
 def create_app(settings: Settings | None = None) -> Any:
     """The ASGI app; one per worker process."""
     import orjson
@@ -317,25 +361,24 @@ def create_app(settings: Settings | None = None) -> Any:
         matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
-        scores = model.booster.inplace_predict(matrix)
+        spec = model.spec
+        output = spec.predict(model.booster, matrix)
         now = time.time()
-        threshold = settings.decision_threshold
-        predictions, rows = [], []
-        for record, probability in zip(records, scores.tolist(), strict=True):
-            prediction_id = uuid.uuid4().hex
-            label = int(probability >= threshold)
-            predictions.append({"prediction_id": prediction_id, "probability": probability, "label": label})
+        predictions = predictions_of(spec, output, settings.decision_threshold)
+        rows = []
+        for record, prediction in zip(records, predictions, strict=True):
+            score_value = prediction.pop("score")
             rows.append(
                 {
                     **record,
-                    "prediction_id": prediction_id,
+                    "prediction_id": prediction["prediction_id"],
                     "predicted_at": now,
                     "model_version": model.version,
-                    "score": probability,
-                    "label": label,
+                    "score": score_value,
+                    "label": prediction.get("label"),
                 }
             )
-            metrics.scores.observe(probability)
+            (metrics.scores if spec.is_classifier else metrics.values).observe(score_value)
         metrics.predictions.inc(len(records))
         inference_log.append(rows)
         if single:
