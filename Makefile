@@ -4,7 +4,7 @@
 #   make test-fast   unit + DAG tests only, no services (the quick loop)
 #   make audit       every pin in constraints.txt against OSV (SKIPPED when unreachable; CT_AUDIT_REQUIRED=1 fails then)
 #   make bench       every benchmark as one table (ratios vs. a baseline in the same run) -> bench/results.json
-#   make services-up / services-down / services-status   the loopback S3 + MLflow stack
+#   make services-up / services-down / services-status   S3, MLflow, endpoint on loopback + an Airflow home (README)
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv

@@ -80,9 +80,7 @@ def build_ingest_new_data(model_file: ModelFile) -> None:
             from include.continuous_training.ingestion import ingest_object, replay_object
             from include.continuous_training.storage import ObjectRef, s3_client_from_connection
 
-            settings = task_settings(
-                model_file
-            )  # environment, then the model file, then Airflow Variables, then defaults
+            settings = task_settings(model_file)  # environment, model file, Airflow Variables, defaults
             ref = ObjectRef.from_dict(landing_object)
             get_current_context()["landing_key"] = ref.key  # type: ignore[typeddict-unknown-key]  # names the mapped task
             # Quarantined: fails without retry (retrying cannot make bad data good); claimed by another run: skipped.

@@ -11,9 +11,15 @@ benchmarks and the demo, so tests talk to real servers over real sockets.
   :func:`start_endpoint` is the one place an endpoint process is started: this stack's, and the
   ones tests and benchmarks start for a model of their own.
 
-``up`` writes ``<state-dir>/state.json`` (pids, ports) and ``<state-dir>/env.sh`` (the environment
-that points this project, MLflow clients and Airflow's ``aws_ct`` connection at the services).
-``down`` stops every process group it started and leaves none behind.
+``up`` (the command line; ``make services-up``) also prepares an Airflow home in
+``<state-dir>/airflow`` for ``airflow dags test``: the metadata DB migrated, ``airflow_settings.yaml``
+applied (:func:`prepare_airflow_home`, what ``make demo`` does too). It writes ``<state-dir>/state.json``
+(pids, ports) and ``<state-dir>/env.sh``: the environment that points this project, MLflow clients,
+Airflow (home, DAGs, plugins, the ``aws_ct`` connection) and the shell (the venv first on ``PATH``, the
+project on ``PYTHONPATH``) at them. ``down`` stops every process group it started and leaves none
+behind. The S3 server keeps its objects in memory: they go with it, so an ``up`` that starts the
+services afresh also starts MLflow's registry, the endpoint's state and Airflow's metadata DB afresh
+(they would describe objects that are gone).
 
 The S3 credentials are moto's placeholders (``test``/``test``), not secrets.
 """
@@ -25,7 +31,9 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -44,6 +52,9 @@ REGION = "us-east-1"
 DEFAULT_STATE_DIR = Path(".services")
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_STARTUP_TIMEOUT = 90.0
+# What the local stack changes from the production defaults, for a loop you watch: list landing/ every
+# 2 s (default 60 s). A value already in the environment wins.
+LOCAL_CT_SETTINGS = {"CT_SENSOR_POKE_SECONDS": "2"}
 
 
 class ServiceError(RuntimeError):
@@ -79,6 +90,62 @@ def subprocess_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(PROJECT_ROOT), env.get("PYTHONPATH", "")) if p)
     return env
+
+
+def local_ct_settings() -> dict[str, str]:
+    """:data:`LOCAL_CT_SETTINGS`, each overridden by the same variable in this process's environment."""
+    return {key: os.environ.get(key, default) for key, default in LOCAL_CT_SETTINGS.items()}
+
+
+def airflow_environment(airflow_home: Path) -> dict[str, str]:
+    """The settings that point Airflow at this project: its home, the DAGs and plugins, no example DAGs."""
+    return {
+        "AIRFLOW_HOME": str(airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+
+
+def prepare_airflow_home(env: Mapping[str, str], timeout: float = 600) -> list[str]:
+    """Migrate the metadata DB of ``env["AIRFLOW_HOME"]`` and apply ``airflow_settings.yaml`` to it.
+
+    Both steps are idempotent: a migrated DB stays as it is, a pool or connection already there is
+    updated only where it differs (:mod:`include.continuous_training.airflow_settings`).
+
+    Args:
+        env: the complete environment of both commands (:func:`subprocess_env` plus
+            :func:`airflow_environment`).
+        timeout: seconds each command may take.
+
+    Returns:
+        What applying the settings file changed, one line per connection, pool and variable.
+
+    Raises:
+        ServiceError: a command failed or timed out; the message names it and ends with its output.
+    """
+    steps = (
+        [venv_bin("airflow"), "db", "migrate"],
+        [sys.executable, "-m", "include.continuous_training.airflow_settings", "apply"],
+    )
+    output = ""
+    for argv in steps:
+        command = " ".join(Path(argv[0]).name if i == 0 else a for i, a in enumerate(argv))
+        try:
+            result = subprocess.run(
+                argv, env=dict(env), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise ServiceError(
+                f"`{command}` (AIRFLOW_HOME={env.get('AIRFLOW_HOME')}) took over {timeout:.0f}s"
+            ) from None
+        if result.returncode != 0:
+            raise ServiceError(
+                f"`{command}` (AIRFLOW_HOME={env.get('AIRFLOW_HOME')}) failed with {result.returncode}:\n"
+                + (result.stdout + result.stderr)[-3000:]
+            )
+        output = result.stdout
+    return output.splitlines()
 
 
 @dataclass
@@ -181,6 +248,9 @@ class LocalServices:
     settings: Settings = field(default_factory=load_settings)
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT
     with_endpoint: bool = True
+    # An Airflow home to prepare (migrated, airflow_settings.yaml applied) and point env() at; None: none.
+    airflow_home: Path | None = None
+    airflow_settings_applied: list[str] = field(default_factory=list)  # what preparing it changed
     processes: dict[str, ServiceProcess] = field(default_factory=dict)
     # A fresh random admin token per stack; never a default, never committed.
     admin_token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
@@ -195,16 +265,26 @@ class LocalServices:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> LocalServices:
-        """Start every service (or adopt the ones a previous ``start`` left healthy in this state dir)."""
+        """Start every service (or adopt the ones a previous ``start`` left healthy in this state dir).
+
+        Started afresh, the S3 server is empty: the MLflow DB, the endpoint's state and the Airflow
+        metadata DB a previous start left in this state dir are removed first. With ``airflow_home``,
+        the Airflow home is then prepared (:func:`prepare_airflow_home`), adopted services or not.
+        """
         self.state_dir = self.state_dir.resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if self.airflow_home is not None:
+            self.airflow_home = self.airflow_home.resolve()
         if self.state_file.exists():
             existing = self.load_state()
             if all(http_ok(p.health_url) for p in existing.values()):
                 self.processes = existing
+                self._prepare_airflow()
+                self._write_env_file()
                 return self
             self.processes = existing
             self.stop()
+        self._forget_previous_bucket()
         try:
             s3 = self._start_s3()
             self.processes["s3"] = s3
@@ -215,12 +295,33 @@ class LocalServices:
             if self.with_endpoint:
                 self.processes["serving"] = self._start_serving()
                 self._save_state()
+            self._prepare_airflow()
         except BaseException:
             self.stop()
             raise
-        self.env_file.write_text("".join(f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items()))
-        self.env_file.chmod(0o600)  # holds the endpoint's admin token
+        self._write_env_file()
         return self
+
+    def _forget_previous_bucket(self) -> None:
+        """Remove what describes the objects of a previous (in-memory, so gone) S3 server."""
+        (self.state_dir / "mlflow.db").unlink(missing_ok=True)
+        shutil.rmtree(self.state_dir / "serving", ignore_errors=True)
+        if self.airflow_home is not None:
+            (self.airflow_home / "airflow.db").unlink(missing_ok=True)
+
+    def _prepare_airflow(self) -> None:
+        if self.airflow_home is not None:
+            self.airflow_home.mkdir(parents=True, exist_ok=True)
+            self.airflow_settings_applied = prepare_airflow_home(subprocess_env(self.env()))
+
+    def _write_env_file(self) -> None:
+        """``env.sh``: :meth:`env` exported, then the venv first on PATH and the project first on PYTHONPATH."""
+        lines = [f"export {key}={shlex.quote(value)}\n" for key, value in self.env().items()]
+        root, scripts = shlex.quote(str(PROJECT_ROOT)), shlex.quote(str(Path(sys.executable).parent))
+        lines.append(f'export PYTHONPATH={root}"${{PYTHONPATH:+:$PYTHONPATH}}"\n')
+        lines.append(f'export PATH={scripts}:"$PATH"\n')
+        self.env_file.write_text("".join(lines))
+        self.env_file.chmod(0o600)  # holds the endpoint's admin token
 
     def stop(self) -> None:
         """Terminate every started process group; SIGKILL what ignores SIGTERM for 10 s."""
@@ -246,10 +347,16 @@ class LocalServices:
         """The services recorded in ``state.json`` (by ``up``, possibly in another process)."""
         raw = json.loads(self.state_file.read_text())
         self.admin_token = raw.get("token") or self.admin_token
+        if raw.get("airflow_home"):
+            self.airflow_home = Path(raw["airflow_home"])
         return {name: ServiceProcess(**value) for name, value in raw["processes"].items()}
 
     def _save_state(self) -> None:
-        payload = {"processes": {name: vars(proc) for name, proc in self.processes.items()}, "token": self.admin_token}
+        payload = {
+            "processes": {name: vars(proc) for name, proc in self.processes.items()},
+            "token": self.admin_token,
+            "airflow_home": str(self.airflow_home) if self.airflow_home else None,
+        }
         self.state_file.write_text(json.dumps(payload, indent=2))
         self.state_file.chmod(0o600)  # holds the endpoint's admin token
 
@@ -282,6 +389,9 @@ class LocalServices:
             env["CT_SERVING_URL"] = self.processes["serving"].url
             env["CT_SERVING_ADMIN_TOKEN"] = self.admin_token
             env["CT_SERVING_STATE_DIR"] = str(self.state_dir / "serving")
+        if self.airflow_home is not None:
+            env.update(airflow_environment(self.airflow_home))
+            env.update(local_ct_settings())
         return env
 
     # -- individual services -----------------------------------------------------------------
@@ -383,14 +493,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def next_steps(env_file: Path) -> list[str]:
+    """The three commands a developer runs after ``up``: the environment, a batch, the ingest DAG."""
+    try:
+        shown = env_file.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        shown = env_file.resolve()
+    return [
+        f"source {shlex.quote(str(shown))}",
+        "python -m devtools.datasets --rows 5000 --seed 1 --format parquet",
+        "airflow dags test ingest_new_data",
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     services = LocalServices(state_dir=args.state_dir)
     if args.command == "up":
-        services.start()
+        services.airflow_home = args.state_dir / "airflow"
+        try:
+            services.start()  # stops whatever it started when a step fails
+        except ServiceError as error:
+            print(f"services up failed, nothing left running: {error}", file=sys.stderr)
+            return 1
         for name, proc in services.processes.items():
             print(f"{name:7s} {proc.url}  (pid {proc.pid}, log {proc.log_path})")
-        print(f"environment: source {services.env_file}")
+        applied = "; ".join(services.airflow_settings_applied)
+        print(f"airflow home {services.airflow_home}: metadata DB migrated, airflow_settings.yaml applied ({applied})")
+        print("next:")
+        for line in next_steps(services.env_file):
+            print(f"  {line}")
         return 0
     if args.command == "down":
         services.stop()
@@ -406,6 +538,13 @@ def main(argv: list[str] | None = None) -> int:
     health = services.status()
     for name, ok in health.items():
         print(f"{name:7s} {'healthy' if ok else 'DOWN'}  {services.processes[name].url}")
+    if services.airflow_home is not None:
+        database = services.airflow_home / "airflow.db"
+        health["airflow"] = database.exists()
+        if health["airflow"]:
+            print(f"airflow ready    {services.airflow_home} (metadata DB, DAGs from {PROJECT_ROOT / 'dags'})")
+        else:
+            print(f"airflow MISSING  {database}: run `make services-up` again")
     return 0 if all(health.values()) else 1
 
 

@@ -37,7 +37,16 @@ from typing import Any, TypeVar
 
 from devtools.airflow_api import AirflowAPI
 from devtools.processes import kill_group, spawn_group, stop_groups
-from devtools.services import PROJECT_ROOT, LocalServices, free_port, http_ok, subprocess_env
+from devtools.services import (
+    LocalServices,
+    ServiceError,
+    airflow_environment,
+    free_port,
+    http_ok,
+    local_ct_settings,
+    prepare_airflow_home,
+    subprocess_env,
+)
 
 DAG_IDS = ("ingest_new_data", "train_and_deploy", "monitor_drift")
 # What the tasks import that is slow to import (see the scheduler settings in LocalStack.start).
@@ -91,19 +100,17 @@ class LocalStack:
         self.env = subprocess_env(
             {
                 **self.services.env(),
-                "AIRFLOW_HOME": str(airflow_home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
-                "AIRFLOW__CORE__PLUGINS_FOLDER": str(PROJECT_ROOT / "plugins"),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                **airflow_environment(airflow_home),
+                # Latency over load, for a loop you watch: list landing/ every 2 s (production default
+                # 60 s), as `make services-up` does too.
+                **local_ct_settings(),
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),
                 "AIRFLOW__API__BASE_URL": self.airflow_url,
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.airflow_url}/execution/",
-                # Latency over load, for a loop you watch: list landing/ every 2 s (production default
-                # 60 s) and let an idle scheduler loop every 0.25 s (default 1 s): the hand-offs between
-                # tasks are a large share of "batch lands -> champion serving" (`make bench`, loop rows).
-                "CT_SENSOR_POKE_SECONDS": os.environ.get("CT_SENSOR_POKE_SECONDS", "2"),
+                # And let an idle scheduler loop every 0.25 s (default 1 s): the hand-offs between tasks
+                # are a large share of "batch lands -> champion serving" (`make bench`, loop rows).
                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": os.environ.get(
                     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME", "0.25"
                 ),
@@ -125,8 +132,11 @@ class LocalStack:
         self.s3 = s3_client(self.settings)
 
         self.say("migrating the Airflow metadata DB and applying airflow_settings.yaml")
-        self._airflow("db", "migrate")
-        for line in self._run_python("include.continuous_training.airflow_settings", "apply").splitlines():
+        try:
+            applied = prepare_airflow_home(self.env)
+        except ServiceError as error:
+            raise StackError(str(error)) from None
+        for line in applied:
             self.say(f"  {line}")
         self.say(f"starting Airflow (airflow standalone) on {self.airflow_url}")
         self.start_airflow()
@@ -309,18 +319,6 @@ class LocalStack:
         if self.api is None:
             raise StackError("Airflow is not started: call start() first")
         return self.api
-
-    def _airflow(self, *args: str) -> str:
-        return self._checked([str(Path(sys.executable).parent / "airflow"), *args])
-
-    def _run_python(self, module: str, *args: str) -> str:
-        return self._checked([sys.executable, "-m", module, *args])
-
-    def _checked(self, argv: list[str]) -> str:
-        result = subprocess.run(argv, env=self.env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
-        if result.returncode != 0:
-            raise StackError(f"{' '.join(argv[-3:])} failed ({result.returncode}):\n{result.stderr[-3000:]}")
-        return result.stdout
 
     def _import_errors(self) -> bool:
         errors = self._api().import_errors()

@@ -139,6 +139,7 @@ def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> Metrics:
 
     y = np.asarray(y)
     probabilities = np.asarray(probabilities, dtype=float)
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)  # float32 rows sum to 1 ± 1e-7
     classes = probabilities.shape[1]
     predicted = np.argmax(probabilities, axis=1)
     aucs = [
@@ -147,7 +148,7 @@ def multiclass_metrics(y: np.ndarray, probabilities: np.ndarray) -> Metrics:
     return {
         "macro_f1": float(metrics.f1_score(y, predicted, average="macro", zero_division=0)),
         "accuracy": float(metrics.accuracy_score(y, predicted)),
-        "log_loss": float(metrics.log_loss(y, np.clip(probabilities, 1e-7, 1.0), labels=list(range(classes)))),
+        "log_loss": float(metrics.log_loss(y, probabilities, labels=list(range(classes)))),
         "roc_auc": float(np.mean(aucs)) if aucs else None,
         "classes_present": float(len(np.unique(y))),
         "rows": float(len(y)),
@@ -253,7 +254,8 @@ def weighted_metric(
             if name == "accuracy":
                 return mean((predicted == y).astype(float))
             if name == "log_loss":
-                return mean(-np.log(np.clip(output[np.arange(len(y)), y], 1e-7, 1.0)))
+                chosen = output[np.arange(len(y)), y] / output.sum(axis=1)
+                return mean(-np.log(np.clip(chosen, np.finfo(float).eps, 1.0)))
             if name == "macro_f1":
                 scores, present = zip(*(f1(predicted == c, y == c) for c in range(classes)), strict=True)
                 stacked, used = np.stack(scores), np.stack(present) > 0

@@ -43,25 +43,6 @@ EVALUATION_ARTIFACT = "evaluation/evaluation.json"
 DECISION_ARTIFACT = "evaluation/decision.json"
 
 
-def configured_columns(settings: Settings) -> dict[str, str]:
-    """Every column the settings name, with the setting that names it (for error messages).
-
-    Without ``CT_ID_COLUMN`` / ``CT_TIMESTAMP_COLUMN`` the columns ingest derives take their place.
-    """
-    derived = {
-        settings.row_id_column: "CT_ID_COLUMN" if settings.id_column else "CT_ID_COLUMN (empty: derived at ingest)",
-        settings.event_time_column: (
-            "CT_TIMESTAMP_COLUMN" if settings.timestamp_column else "CT_TIMESTAMP_COLUMN (empty: derived at ingest)"
-        ),
-    }
-    return {
-        settings.label_column: "CT_LABEL_COLUMN",
-        **derived,
-        **{name: "CT_NUMERIC_COLUMNS" for name in settings.numeric_columns},
-        **{name: "CT_CATEGORICAL_COLUMNS" for name in settings.categorical_columns},
-    }
-
-
 class LabelDoesNotFitTask(DataError):
     """The label column cannot be what ``CT_TASK`` says (one class, too many classes, not a number, …)."""
 
@@ -143,6 +124,25 @@ def label_classes(values: pd.Series, settings: Settings) -> tuple[Any, ...]:
             f"(e.g. {found[:5]}): is it an id or a number (CT_TASK=regression)?"
         )
     return tuple(found)
+
+
+def configured_columns(settings: Settings) -> dict[str, str]:
+    """Every column the settings name, with the setting that names it (for error messages).
+
+    Without ``CT_ID_COLUMN`` / ``CT_TIMESTAMP_COLUMN`` the columns ingest derives take their place.
+    """
+    derived = {
+        settings.row_id_column: "CT_ID_COLUMN" if settings.id_column else "CT_ID_COLUMN (empty: derived at ingest)",
+        settings.event_time_column: (
+            "CT_TIMESTAMP_COLUMN" if settings.timestamp_column else "CT_TIMESTAMP_COLUMN (empty: derived at ingest)"
+        ),
+    }
+    return {
+        settings.label_column: "CT_LABEL_COLUMN",
+        **derived,
+        **{name: "CT_NUMERIC_COLUMNS" for name in settings.numeric_columns},
+        **{name: "CT_CATEGORICAL_COLUMNS" for name in settings.categorical_columns},
+    }
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _find_quarantined(aws_conn_id: str, keys: list[str], model: str = "") -> lis
     from include.continuous_training.ingestion import quarantined_objects
     from include.continuous_training.storage import s3_client_from_connection
 
-    settings = task_settings(model or None)  # "": CT_MODEL, else the environment alone
+    settings = task_settings(model or None)
     client = s3_client_from_connection(aws_conn_id)
     return [{**ref.as_dict(), "replay": True} for ref in quarantined_objects(client, settings, keys)]
 

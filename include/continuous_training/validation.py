@@ -44,11 +44,13 @@ ROW_LEVEL_EXPECTATIONS = frozenset(
         "expect_column_values_to_be_unique",
     }
 )
-NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64"]
+# pandas' nullable dtypes by their class names: GX matches "Int64Dtype", never "Int64" (kept for older suites).
+NULLABLE_NUMERIC_TYPES = ["Int8Dtype", "Int16Dtype", "Int32Dtype", "Int64Dtype", "Float32Dtype", "Float64Dtype"]
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float32", "float64", "Float64", *NULLABLE_NUMERIC_TYPES]
 TEXT_TYPES = ["object", "str", "string", "StringDtype", "category"]
 # Timestamps are held as tz-naive UTC: GX's dtype check cannot match tz-aware pandas dtypes.
 TIMESTAMP_TYPES = ["datetime64[ns]", "datetime64[us]", "datetime64[ms]", "datetime64[s]"]
-LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool"]
+LABEL_TYPES = ["int8", "int16", "int32", "int64", "Int64", "float64", "bool", *NULLABLE_NUMERIC_TYPES]
 EXAMPLE_ROWS = 5
 
 GUARD = "distribution"  # the ``meta.guard`` value that marks a distribution guard in a suite
@@ -342,10 +344,10 @@ def build_suite_from_reference(
     """A starting suite (as a JSON-ready dict) for a reference table of the user's own data.
 
     It pins the column set, dtypes, non-null columns (those with no null in the reference), numeric
-    ranges widened by ``range_margin`` of their span, the categories seen, label values {0, 1}, a
-    minimum row count and unique ids; then it appends the :func:`distribution_guards` of the
-    reference (``spread_factor`` is theirs). Review it, then save it with ``json.dump`` and point
-    ``CT_EXPECTATION_SUITE`` at the file.
+    ranges widened by ``range_margin`` of their span, the categories seen, the label's type and
+    classes for ``settings.task`` (:func:`label_expectations`), a minimum row count and unique ids;
+    then it appends the :func:`distribution_guards` of the reference (``spread_factor`` is theirs).
+    Review it, then save it with ``json.dump`` and point ``CT_EXPECTATION_SUITE`` at the file.
     """
     frame = normalise_columns(frame, settings)
     expectations: list[dict[str, Any]] = [
@@ -356,8 +358,7 @@ def build_suite_from_reference(
         if not frame[column].isna().any():  # a column with nulls in the reference gets a null-rate guard
             expectations.append(_exp("expect_column_values_to_not_be_null", column=column))
         if column == settings.label_column:
-            expectations.append(_exp("expect_column_values_to_be_in_type_list", column=column, type_list=LABEL_TYPES))
-            expectations.append(_exp("expect_column_values_to_be_in_set", column=column, value_set=[0, 1]))
+            expectations.extend(label_expectations(frame[column], settings))
         elif column == settings.timestamp_column:
             expectations.append(
                 _exp("expect_column_values_to_be_in_type_list", column=column, type_list=TIMESTAMP_TYPES)
@@ -383,6 +384,26 @@ def build_suite_from_reference(
             )
     expectations.extend(distribution_guards(frame, settings, spread_factor=spread_factor))
     return {"name": name, "meta": {"version": version}, "expectations": expectations}
+
+
+def label_expectations(label: pd.Series, settings: Settings) -> list[dict[str, Any]]:
+    """The label's expectations for ``settings.task``, from its values in a reference table.
+
+    - ``binary`` / ``multiclass``: its type (text, or numbers / booleans) and the set of classes seen
+      (``[0, 1]`` for the bundled binary table): a batch with an unseen class fails row by row;
+    - ``regression``: a numeric type only (any value is a valid target).
+    """
+    if settings.task == "regression":
+        return [_exp("expect_column_values_to_be_in_type_list", column=label.name, type_list=NUMERIC_TYPES)]
+    text = _is_text(label)
+    seen = label.dropna().unique()
+    classes = sorted(str(v) for v in seen) if text else sorted(v.item() if hasattr(v, "item") else v for v in seen)
+    return [
+        _exp(
+            "expect_column_values_to_be_in_type_list", column=label.name, type_list=TEXT_TYPES if text else LABEL_TYPES
+        ),
+        _exp("expect_column_values_to_be_in_set", column=label.name, value_set=classes),
+    ]
 
 
 def distribution_guards(

@@ -39,13 +39,15 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
     processes = stack.load_state()
     try:
         assert set(processes) == {"s3", "mlflow", "serving"}
-        assert "environment: source" in up.stdout
+        assert f"source {state.resolve() / 'env.sh'}" in up.stdout
         for proc in processes.values():
             assert proc.url.startswith("http://127.0.0.1:")
             assert _group_members(proc.pid), f"{proc.name} is not running"
         status = subprocess.run([*cli, "status", "--state-dir", str(state)], env=env, capture_output=True, text=True)
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("healthy") == 3
+        assert f"airflow ready    {state.resolve() / 'airflow'}" in status.stdout
+        assert (state / "airflow" / "airflow.db").exists(), "the Airflow metadata DB was not migrated"
         env_sh = (state / "env.sh").read_text()
         assert f"CT_S3_ENDPOINT_URL={processes['s3'].url}" in env_sh
         assert "AIRFLOW_CONN_AWS_CT=" in env_sh
@@ -53,6 +55,19 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
         assert len(stack.admin_token) >= 24
         assert f"CT_SERVING_ADMIN_TOKEN={stack.admin_token}" in env_sh
         assert (state / "env.sh").stat().st_mode & 0o077 == 0, "the token file must not be world-readable"
+        sourced = subprocess.run(
+            ["bash", "-c", f"source {state / 'env.sh'} && command -v python airflow && env"],
+            env={"PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        venv = Path(sys.executable).parent
+        assert sourced.splitlines()[:2] == [str(venv / "python"), str(venv / "airflow")]
+        assert f"AIRFLOW_HOME={state.resolve() / 'airflow'}\n" in sourced
+        assert f"AIRFLOW__CORE__DAGS_FOLDER={ROOT / 'dags'}\n" in sourced
+        assert f"PYTHONPATH={ROOT}\n" in sourced
+        assert "AIRFLOW__CORE__LOAD_EXAMPLES=False\n" in sourced
     finally:
         subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
 

@@ -138,6 +138,7 @@ def test_a_served_model_answers_in_its_tasks_shape_and_matches_offline(served, s
     if task == "multiclass":
         assert set(single) == {"prediction_id", "label", "probability", "probabilities", "model_version"}
         assert set(single["probabilities"]) == {"barbera", "barolo", "grignolino"}
+        assert labels is not None
         for answer, offline, label in zip(answers, expected, labels, strict=True):
             assert answer["label"] == label
             assert answer["probability"] == pytest.approx(max(offline.values()), abs=1e-6)

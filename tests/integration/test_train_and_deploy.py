@@ -177,8 +177,7 @@ def test_a_window_with_one_class_fails_at_assembly_with_the_reason(training, s3,
     assert outcome.states_of("assemble_training_data") == {-1: "failed"}
     assert outcome.states_of("train_challenger") == {-1: "upstream_failed"}
     [alert] = webhook.texts()
-    assert "classes [0]" in alert
-    assert "need >= 50 rows with both classes" in alert
+    assert "label column 'is_fraud' (CT_TASK=binary) holds one class only ([0])" in alert
     assert _versions(client, settings.model_name) == []
 
 

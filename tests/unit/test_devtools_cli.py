@@ -67,3 +67,13 @@ def test_a_flag_the_parser_lacks_is_caught():
     assert problems("python -m devtools.demo [--exit]\n", "devtools.demo", build_parser(), True) == [
         "--home is missing from the docstring"
     ]
+
+
+def test_services_up_prints_the_commands_the_readme_runs_next(monkeypatch):
+    from devtools.services import DEFAULT_STATE_DIR, PROJECT_ROOT, next_steps
+    from tests.readme import commands, dev_path
+
+    monkeypatch.chdir(PROJECT_ROOT)  # the README runs the path from the project root
+    readme = commands(dev_path())
+    assert readme[0] == "make services-up"
+    assert next_steps(DEFAULT_STATE_DIR / "env.sh") == readme[1:4]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,11 @@ def _shuffled_label(frame: pd.DataFrame, label: str) -> pd.DataFrame:
     return frame.assign(**{label: frame[label].sample(frac=1.0, random_state=7).to_numpy()})
 
 
+def _number(value: float | None) -> float:
+    assert value is not None
+    return value
+
+
 def _wine() -> pd.DataFrame:
     bunch = datasets.load_wine(as_frame=True)
     names = np.array(["barbera", "barolo", "grignolino"])  # cultivars, as strings
@@ -95,7 +101,7 @@ def test_wine_multiclass_with_string_labels_trains_and_is_gated_on_macro_f1():
     assert json.loads(model.booster.save_config())["learner"]["objective"]["name"] == "multi:softprob"
 
     evaluation = compare_on_holdout(holdout, settings, model)
-    chal = evaluation["challenger"]["metrics"]
+    chal: dict[str, Any] = dict(evaluation["challenger"]["metrics"])
     assert chal["macro_f1"] > 0.85
     assert chal["accuracy"] > 0.85
     assert 0.9 < chal["roc_auc"] <= 1.0
@@ -157,13 +163,14 @@ def test_breast_cancer_binary_with_string_labels_and_a_named_positive_class():
     assert model.spec.label_vector(holdout).tolist() == (holdout["target"] == "malignant").astype(int).tolist()
 
     evaluation = compare_on_holdout(holdout, settings, model)
-    chal = evaluation["challenger"]["metrics"]
+    chal: dict[str, Any] = dict(evaluation["challenger"]["metrics"])
     assert chal["roc_auc"] > 0.95
     assert set(chal) >= {"roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "f1"}
     assert decide_promotion(evaluation, settings).verdict == "promote"
 
     copy = LoadedModel(booster=model.booster, spec=model.spec, uri="memory://copy")
     same = compare_on_holdout(holdout, settings, copy, champion=model, champion_version="2")
+    assert same["bootstrap"] is not None
     assert same["bootstrap"]["ci_low"] == same["bootstrap"]["ci_high"] == 0.0
     assert decide_promotion(same, settings).verdict == "reject"
 
@@ -177,7 +184,9 @@ def test_breast_cancer_binary_with_string_labels_and_a_named_positive_class():
     benign = dataclasses.replace(settings, positive_class="benign")
     flipped = _train(benign, train, valid)
     assert flipped.spec.classes == ("malignant", "benign")
-    assert compare_on_holdout(holdout, benign, flipped)["challenger"]["metrics"]["roc_auc"] > 0.95
+    flipped_auc = compare_on_holdout(holdout, benign, flipped)["challenger"]["metrics"]["roc_auc"]
+    assert flipped_auc is not None
+    assert flipped_auc > 0.95
     with pytest.raises(SettingsError, match=r"CT_POSITIVE_CLASS 'tumour' names neither .*'target'"):
         FeatureSpec.from_frame(train, dataclasses.replace(settings, positive_class="tumour"))
 
@@ -201,7 +210,7 @@ def test_diabetes_regression_trains_and_is_gated_on_rmse_lower_is_better():
     assert json.loads(model.booster.save_config())["learner"]["objective"]["name"] == "reg:squarederror"
 
     evaluation = compare_on_holdout(holdout, settings, model)
-    chal = evaluation["challenger"]["metrics"]
+    chal: dict[str, Any] = dict(evaluation["challenger"]["metrics"])
     assert chal["rmse"] < holdout["target"].std(ddof=0)
     assert chal["r2"] > 0.2
     assert chal["mae"] < chal["rmse"]
@@ -214,6 +223,7 @@ def test_diabetes_regression_trains_and_is_gated_on_rmse_lower_is_better():
 
     copy = LoadedModel(booster=model.booster, spec=model.spec, uri="memory://copy")
     same = compare_on_holdout(holdout, settings, copy, champion=model, champion_version="9")
+    assert same["bootstrap"] is not None
     assert same["bootstrap"]["mean"] == 0.0
     assert decide_promotion(same, settings).verdict == "reject"
 
@@ -223,7 +233,8 @@ def test_diabetes_regression_trains_and_is_gated_on_rmse_lower_is_better():
     reason = next(r for r in record.reasons if r.startswith("beats_champion"))
     assert reason.startswith("beats_champion: RMSE gain -")
     assert "lower is better" in reason
-    assert record.challenger_metrics["rmse"] > record.champion_metrics["rmse"]
+    assert record.champion_metrics is not None
+    assert _number(record.challenger_metrics["rmse"]) > _number(record.champion_metrics["rmse"])
     slices = next(g for g in record.gates if g.name == "slices")
     assert "RMSE gain" in slices.detail
     assert "sex=" in slices.detail
@@ -324,6 +335,7 @@ def test_response_entries_and_the_smoke_comparison_follow_the_task():
     assert entries[0]["probability"] == max(entries[0]["probabilities"].values()) == entries[0]["score"]
     assert entries[0]["label"] == max(entries[0]["probabilities"], key=entries[0]["probabilities"].get)
     expected, labels = offline_predictions(model, holdout.head(3), 0.5)
+    assert labels is not None
     assert prediction_difference("multiclass", entries[0], expected[0], labels[0]) == 0.0
     wrong = {**entries[0], "label": "nebbiolo"}
     assert prediction_difference("multiclass", wrong, expected[0], labels[0]) == float("inf")
