@@ -544,7 +544,7 @@ def _examples(frame: pd.DataFrame, bad_index: Iterable[int]) -> list[dict[str, A
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m include.continuous_training.ingestion replay (--key K ... | --all-quarantined)``."""
+    """``python -m include.continuous_training.ingestion replay (--key K ... | --all-quarantined) [--model NAME]``."""
     import argparse
 
     from include.continuous_training.config import load_settings
@@ -559,9 +559,12 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--key", action="append", help="a landing key, e.g. landing/x.csv (repeatable)")
     which.add_argument("--all-quarantined", action="store_true", help="every object whose outcome is quarantined")
     replay.add_argument("--run-id", default=None, help="recorded as the claim's run (default: replay-cli-<time>)")
+    replay.add_argument(
+        "--model", default=None, help="the model file's settings (default: CT_MODEL, else the environment)"
+    )
     args = parser.parse_args(argv)
 
-    settings = load_settings()
+    settings = load_settings(model=args.model)
     client = s3_client(settings)
     run_id = args.run_id or f"replay-cli-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     try:

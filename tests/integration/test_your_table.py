@@ -50,8 +50,12 @@ INGESTED_AT = datetime(2026, 12, 1, 12, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
-def _isolated(empty_bucket):
-    """Every test starts from an empty bucket."""
+def _isolated(empty_bucket, s3, settings):
+    """Every test starts from an empty bucket, and leaves one: the penguins are not the other tests' table."""
+    yield
+    for ref in list(list_objects(s3, settings.s3_bucket, "")):
+        if not ref.key.startswith("mlflow/"):
+            s3.delete_object(Bucket=settings.s3_bucket, Key=ref.key)
 
 
 def penguins(event_time: str = "aware") -> pd.DataFrame:
