@@ -1,7 +1,8 @@
 """
 ### Train and deploy
 
-Retrains the XGBoost classifier and promotes it only when it earns it.
+Retrains the model's XGBoost (binary, multiclass or regression, as its model file says) and promotes it
+only when it earns it.
 
 **Runs** when `ingest_new_data` curates a batch (the `curated_batches` Asset), every Monday 04:00 UTC,
 by hand (the trigger form shows the Params below), or from `monitor_drift` (conf carries the reason,
@@ -15,8 +16,9 @@ the drift report URI and its decision). One run at a time.
    when the worker sees a CUDA device, else `cpu` (the log says which and why). Logged to MLflow with
    the model (UBJ), its feature spec, signature, input example, data manifest, git commit, library
    versions and the reference sample for drift checks.
-3. **evaluate_challenger**: challenger and champion on the SAME holdout (ROC AUC, PR AUC, log loss,
-   Brier, accuracy/F1, per slice), paired bootstrap of the ROC AUC gain.
+3. **evaluate_challenger**: challenger and champion on the SAME holdout (the task's metrics: ROC AUC /
+   PR AUC / log loss / Brier / accuracy / F1 for binary, macro F1 / accuracy / log loss for multiclass,
+   RMSE / MAE / R² for regression; per slice), paired bootstrap of the gate metric's gain (`CT_GATE_METRIC`).
 4. **decide_promotion**: the gates (floor, not constant, beats champion, slices) → a decision record in
    the log and in MLflow, then one branch:
    - **register_challenger** → new model version aliased `challenger`, tagged with the decision, the
