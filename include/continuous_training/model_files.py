@@ -287,7 +287,9 @@ def load_model_file(path: Path | str) -> ModelFile:
     except OSError as error:
         raise ModelFileError(f"{path}: cannot read: {error.strerror or error}") from None
     try:
-        document = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # noqa: S506  # nosec B506 (a safe loader)
+        # The C loader when PyYAML was built with libyaml (about 10x faster), else the pure-Python one.
+        loader = yaml.CSafeLoader if hasattr(yaml, "CSafeLoader") else yaml.SafeLoader
+        document = yaml.load(text, Loader=loader)  # noqa: S506  # nosec B506
     except yaml.YAMLError as error:
         raise ModelFileError(f"{path}: not valid YAML: {error}") from None
     return parse_model_file(path, document)
