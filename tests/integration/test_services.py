@@ -28,7 +28,11 @@ def _group_members(pgid: int) -> list[int]:
     return members
 
 
-def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
+def test_cli_up_status_down_leaves_no_process_behind_and_deletes_nothing(tmp_path):
+    """up / status / down, then up again: down deletes nothing, and since the S3 server was in memory the
+    next up must not keep a registry whose artifacts are gone (one cycle checks both: ~80 s each)."""
+    import mlflow
+
     state = tmp_path / "stack"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     cli = [sys.executable, "-m", "devtools.services"]
@@ -69,7 +73,9 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
         assert f"PYTHONPATH={ROOT}\n" in sourced
         assert "AIRFLOW__CORE__LOAD_EXAMPLES=False\n" in sourced
         assert f"AIRFLOW__CORE__PLUGINS_FOLDER={ROOT / 'plugins'}\n" in sourced
-        assert "CT_SENSOR_POKE_SECONDS=2\n" in sourced
+        # The local stack's poke interval (2 s unless this process's environment says otherwise).
+        assert f"CT_SENSOR_POKE_SECONDS={os.environ.get('CT_SENSOR_POKE_SECONDS', '2')}\n" in sourced
+        mlflow.MlflowClient(processes["mlflow"].url).create_registered_model("left-from-the-first-up")
     finally:
         subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
 
@@ -79,6 +85,16 @@ def test_cli_up_status_down_leaves_no_process_behind(tmp_path):
     assert not (state / "state.json").exists()
     status = subprocess.run([*cli, "status", "--state-dir", str(state)], env=env, capture_output=True, text=True)
     assert status.returncode == 1
+    assert (state / "mlflow.db").exists(), "down must delete nothing"
+    assert (state / "airflow" / "airflow.db").exists(), "down must delete nothing"
+
+    again = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True)
+    try:
+        assert again.returncode == 0, again.stdout + again.stderr
+        url = LocalServices(state_dir=state).load_state()["mlflow"].url
+        assert [model.name for model in mlflow.MlflowClient(url).search_registered_models()] == []
+    finally:
+        subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
 
 
 def test_mlflow_keeps_artifacts_in_the_s3_bucket_not_on_disk(services, s3, settings, tmp_path, monkeypatch):
@@ -103,31 +119,3 @@ def test_the_project_bucket_exists_on_the_s3_server(s3, settings):
 @pytest.mark.parametrize("name", ["s3", "mlflow", "serving"])
 def test_services_listen_on_loopback_only(services, name):
     assert services.processes[name].url.startswith("http://127.0.0.1:")
-
-
-def test_down_deletes_nothing_and_the_next_up_starts_the_registry_afresh(tmp_path):
-    """The S3 server is in memory: after down, an up must not keep a registry whose artifacts are gone."""
-    import mlflow
-
-    state = tmp_path / "stack"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cli = [sys.executable, "-m", "devtools.services"]
-
-    def up() -> LocalServices:
-        result = subprocess.run([*cli, "up", "--state-dir", str(state)], env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout + result.stderr
-        stack = LocalServices(state_dir=state)
-        stack.processes = stack.load_state()
-        return stack
-
-    try:
-        client = mlflow.MlflowClient(up().processes["mlflow"].url)
-        client.create_registered_model("left-from-the-first-up")
-        subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
-        assert (state / "mlflow.db").exists(), "down must delete nothing"
-        assert (state / "airflow" / "airflow.db").exists(), "down must delete nothing"
-
-        client = mlflow.MlflowClient(up().processes["mlflow"].url)
-        assert [model.name for model in client.search_registered_models()] == []
-    finally:
-        subprocess.run([*cli, "down", "--state-dir", str(state)], env=env, capture_output=True, check=True)
