@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -277,3 +278,25 @@ def test_through_the_dag_a_shrunk_window_fails_the_first_task_at_once_and_alerts
     [alert] = texts
     assert "Task failed: train_and_deploy.assemble_training_data" in alert
     assert "holds 1,000 rows, the previous training had 8,000 (12%)" in alert
+
+
+def test_of_two_manifests_written_in_the_same_second_the_later_is_the_previous_training(s3, settings):
+    """S3 keeps whole seconds: a tie on ``LastModified`` is broken by the manifest's own ``written_at``."""
+    from include.continuous_training.storage import put_json
+    from include.continuous_training.training import latest_training_manifest
+
+    time.sleep(1 - time.time() % 1 + 0.01)  # just past a second boundary: both writes land in one second
+    for name in ("aaa-older", "zzz-newer"):  # the earlier write comes first in a listing
+        put_json(
+            s3,
+            settings.s3_bucket,
+            f"{settings.training_prefix}{name}/manifest.json",
+            {"data_hash": name, "written_at": datetime.now(UTC).isoformat()},
+        )
+    listed = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket)["Contents"]}
+    assert len({v for k, v in listed.items() if k.endswith("/manifest.json")}) == 1  # the tie this test is about
+
+    uri, manifest = latest_training_manifest(s3, settings)
+
+    assert manifest["data_hash"] == "zzz-newer"
+    assert uri.endswith("zzz-newer/manifest.json")
