@@ -296,7 +296,9 @@ def test_of_two_manifests_written_in_the_same_second_the_later_is_the_previous_t
     listed = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket)["Contents"]}
     assert len({v for k, v in listed.items() if k.endswith("/manifest.json")}) == 1  # the tie this test is about
 
-    uri, manifest = latest_training_manifest(s3, settings)
+    found = latest_training_manifest(s3, settings)
 
+    assert found is not None
+    uri, manifest = found
     assert manifest["data_hash"] == "zzz-newer"
     assert uri.endswith("zzz-newer/manifest.json")
