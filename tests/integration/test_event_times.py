@@ -285,16 +285,20 @@ def test_of_two_manifests_written_in_the_same_second_the_later_is_the_previous_t
     from include.continuous_training.storage import put_json
     from include.continuous_training.training import latest_training_manifest
 
-    time.sleep(1 - time.time() % 1 + 0.01)  # just past a second boundary: both writes land in one second
-    for name in ("aaa-older", "zzz-newer"):  # the earlier write comes first in a listing
-        put_json(
-            s3,
-            settings.s3_bucket,
-            f"{settings.training_prefix}{name}/manifest.json",
-            {"data_hash": name, "written_at": datetime.now(UTC).isoformat()},
-        )
-    listed = {o["Key"]: o["LastModified"] for o in s3.list_objects_v2(Bucket=settings.s3_bucket)["Contents"]}
-    assert len({v for k, v in listed.items() if k.endswith("/manifest.json")}) == 1  # the tie this test is about
+    def tied() -> bool:
+        """Both manifests written just past a second boundary, so S3 gives them the same LastModified."""
+        time.sleep(1 - time.time() % 1 + 0.01)
+        for name in ("aaa-older", "zzz-newer"):  # the earlier write comes first in a listing
+            put_json(
+                s3,
+                settings.s3_bucket,
+                f"{settings.training_prefix}{name}/manifest.json",
+                {"data_hash": name, "written_at": datetime.now(UTC).isoformat()},
+            )
+        listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=settings.training_prefix)["Contents"]
+        return len({o["LastModified"] for o in listed if o["Key"].endswith("/manifest.json")}) == 1
+
+    assert any(tied() for _ in range(5))  # the tie at issue (a loaded machine may need another try)
 
     found = latest_training_manifest(s3, settings)
 
