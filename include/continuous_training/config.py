@@ -391,9 +391,6 @@ class Settings:
         "`shadow,canary`; each stage waits for traffic, then an analysis on the same live traffic passes or "
         "rolls back",
     )
-    shadow_percent: float = _setting(
-        100.0, "CT_SHADOW_PERCENT", "share of requests the candidate scores in shadow, off the response path"
-    )
     canary_steps: tuple[float, ...] = _setting(
         (5.0, 25.0, 50.0),
         "CT_CANARY_STEPS",
@@ -515,8 +512,6 @@ class Settings:
                 f"CT_ROLLOUT_INSUFFICIENT_TRAFFIC {self.rollout_insufficient_traffic!r}: expected one of "
                 f"{INSUFFICIENT_TRAFFIC_ACTIONS}"
             )
-        if not 0 < self.shadow_percent <= 100:
-            raise SettingsError(f"CT_SHADOW_PERCENT {self.shadow_percent:g}: expected a percentage in (0, 100]")
         if self.approval not in APPROVAL_MODES:
             raise SettingsError(f"CT_APPROVAL {self.approval!r}: expected one of {APPROVAL_MODES}")
         if self.window_shrink_action not in WINDOW_SHRINK_ACTIONS:

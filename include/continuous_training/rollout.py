@@ -56,6 +56,11 @@ class Stage:
     def name(self) -> str:
         return f"{self.mode} {self.percent:g}%"
 
+    @property
+    def slug(self) -> str:
+        """The stage in task ids: ``shadow``, ``canary_5``, ``canary_2_5`` (no dots)."""
+        return self.mode if self.mode == "shadow" else f"canary_{self.percent:g}".replace(".", "_")
+
 
 def rollout_stages(settings: Settings) -> list[Stage]:
     """The stages ``CT_ROLLOUT`` asks for, in order (``direct``: none)."""
@@ -331,3 +336,34 @@ def analyze_stage(
     return StageAnalysis(
         stage.name, champion, candidate, len(paired), psi, ks, agreement, checks, "pass", f"passed: {passed}"
     )
+
+
+# -- the stage's traffic ----------------------------------------------------------------------------
+def read_stage_rows(client: Any, settings: Settings, since: float, until: float | None = None) -> pd.DataFrame:
+    """Inference-log rows logged from ``since`` (a Unix time) to ``until`` (default now), every replica's.
+
+    Rows written before the endpoint logged variants are the champion's, answering the caller.
+    """
+    from datetime import UTC, datetime
+
+    from include.continuous_training.drift import read_inference_window
+
+    start = datetime.fromtimestamp(since, UTC)
+    end = datetime.fromtimestamp(until, UTC) if until is not None else datetime.now(UTC)
+    rows = read_inference_window(client, settings, start, end)
+    if rows.empty:
+        return rows
+    if VARIANT not in rows:
+        rows[VARIANT] = CHAMPION_VARIANT
+    rows[VARIANT] = rows[VARIANT].fillna(CHAMPION_VARIANT)
+    if SERVED not in rows:
+        rows[SERVED] = True
+    return rows
+
+
+def count_variant_requests(client: Any, settings: Settings, since: float) -> dict[str, int]:
+    """Requests each variant scored since ``since``: what a stage's wait watches (the triggerer calls it)."""
+    rows = read_stage_rows(client, settings, since)
+    if rows.empty:
+        return {}
+    return {str(name): int(count) for name, count in rows[VARIANT].value_counts().items()}
