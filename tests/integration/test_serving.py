@@ -143,7 +143,9 @@ def test_admin_routes_need_the_token(endpoint):
     assert _admin(endpoint, "/admin/unload", f"Bearer {endpoint.token}x") == 401
     assert endpoint.served_version() == "1"
     status, payload = endpoint.post("/admin/reload", {"alias": "champion"}, token=endpoint.token)
-    assert (status, payload) == (200, {"model_version": "1", "workers": 2})
+    assert status == 200, payload
+    assert (payload["model_version"], payload["workers"]) == ("1", 2)
+    assert payload["generation"] >= 1  # written to the desired deployment every replica follows
 
 
 def test_with_no_token_configured_every_admin_call_is_refused(champion, tmp_path):
