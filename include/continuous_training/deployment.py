@@ -47,7 +47,7 @@ class DeploymentTarget(Protocol):
 
     name: str
 
-    def deploy(self, version: str) -> None: ...
+    def deploy(self, version: str) -> int: ...
 
     def unload(self) -> None: ...
 
@@ -115,7 +115,9 @@ class LocalEndpoint:
         except (urllib.error.URLError, OSError) as error:
             raise DeploymentError(f"endpoint {self.url} unreachable: {error}", retryable=True) from error
 
-    def deploy(self, version: str) -> None:
+    def deploy(self, version: str) -> int:
+        """Direct deployment of ``version`` (candidate cleared); returns once the replica behind ``url``
+        serves it in every worker. The generation written."""
         status, payload = self._admin("POST", "/admin/reload", {"version": version}, timeout=180)
         if status != 200 or str(payload.get("model_version")) != str(version):
             # 409 (does not load, or lost a write race) and 422 cannot change on retry; 503/504 may.
@@ -130,6 +132,7 @@ class LocalEndpoint:
             payload.get("workers"),
             payload.get("generation"),
         )
+        return int(payload["generation"])
 
     def unload(self) -> None:
         """Nothing to roll back to (first deployment): stop serving rather than serve a failed model."""
