@@ -225,6 +225,12 @@ class Settings:
         kind=_PREFIX,
     )
     reports_prefix: str = _setting("reports/", "CT_REPORTS_PREFIX", "drift and validation reports", kind=_PREFIX)
+    serving_state_prefix: str = _setting(
+        "serving/",
+        "CT_SERVING_STATE_PREFIX",
+        "the desired deployment every endpoint replica follows: `<prefix><registered model>/deployment.json`",
+        kind=_PREFIX,
+    )
     aws_conn_id: str = _setting("aws_ct", "CT_AWS_CONN_ID", "Airflow connection used for S3")
     s3_endpoint_url: str | None = _setting(
         None, "CT_S3_ENDPOINT_URL", "S3-compatible endpoint for code running outside Airflow; empty: AWS"
@@ -370,7 +376,23 @@ class Settings:
     serving_state_dir: Path = _setting(
         Path(".services/serving"),
         "CT_SERVING_STATE_DIR",
-        "desired version and worker heartbeats shared by the workers",
+        "worker heartbeats and metrics shared by the workers of one endpoint replica (one folder per replica)",
+    )
+    serving_poll_seconds: float = _setting(
+        1.0,
+        "CT_SERVING_POLL_SECONDS",
+        "how often each endpoint worker checks the desired deployment in S3 (a conditional GET: 304 when unchanged)",
+    )
+    shadow_percent: float = _setting(
+        100.0,
+        "CT_SHADOW_PERCENT",
+        "share of requests (0-100) the variant that did not answer also scores, off the response path "
+        "(shadow: the candidate), when a rollout does not set its own",
+    )
+    shadow_queue_size: int = _setting(
+        1000,
+        "CT_SHADOW_QUEUE_SIZE",
+        "requests waiting for off-path scoring per worker; beyond it a shadow sample is dropped and counted",
     )
     serving_max_batch: int = _setting(1000, "CT_SERVING_MAX_BATCH", "most rows in one request")
     serving_max_body_bytes: int = _setting(1024 * 1024, "CT_SERVING_MAX_BODY_BYTES", "largest request body")
@@ -533,6 +555,12 @@ class Settings:
             )
         if not 1 <= self.drift_windows_required <= self.drift_windows_considered:
             raise SettingsError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")
+        if not self.serving_poll_seconds > 0:
+            raise SettingsError(f"CT_SERVING_POLL_SECONDS must be > 0, got {self.serving_poll_seconds}")
+        if not 0.0 <= self.shadow_percent <= 100.0:
+            raise SettingsError(f"CT_SHADOW_PERCENT must be in [0, 100], got {self.shadow_percent}")
+        if self.shadow_queue_size < 1:
+            raise SettingsError(f"CT_SHADOW_QUEUE_SIZE must be at least 1, got {self.shadow_queue_size}")
         if self.slice_column and self.slice_column not in self.categorical_columns:
             raise SettingsError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 

@@ -3,7 +3,8 @@
 A :class:`DeploymentTarget` knows how to make an endpoint serve a version and which version it
 serves. Targets:
 
-- ``local`` (:class:`LocalEndpoint`): this package's endpoint, through ``POST /admin/reload``.
+- ``local`` (:class:`LocalEndpoint`): this package's endpoint, through its admin routes, which write
+  the desired deployment every replica follows (direct deployment, shadow and canary rollouts).
 
 ``CT_DEPLOYMENT_TARGET=none`` promotes without deploying (no target is built).
 
@@ -42,15 +43,31 @@ class SmokeTestFailed(ContinuousTrainingError):
 
 
 class DeploymentTarget(Protocol):
-    """An endpoint that can serve a version, say which it serves, and stop serving."""
+    """An endpoint that can serve a version, say which it serves, stop serving, and roll a candidate out."""
 
     name: str
 
-    def deploy(self, version: str) -> None: ...
+    def deploy(self, version: str) -> int: ...
 
     def unload(self) -> None: ...
 
     def serving_version(self) -> str | None: ...
+
+    def start_rollout(
+        self,
+        candidate: str,
+        mode: str,
+        canary_percent: float = 0.0,
+        shadow_percent: float | None = None,
+        reason: str = "",
+        updated_by: str = "admin",
+    ) -> int: ...
+
+    def promote_candidate(self, reason: str = "", updated_by: str = "admin") -> int: ...
+
+    def abort_rollout(self, reason: str = "", updated_by: str = "admin") -> int: ...
+
+    def wait_converged(self, generation: int, timeout: float = 60.0) -> dict[str, Any]: ...
 
 
 def http_json(
@@ -77,30 +94,135 @@ def http_json(
 
 @dataclass
 class LocalEndpoint:
-    """This package's serving endpoint."""
+    """This package's serving endpoint (one replica's URL, or a load balancer in front of several).
+
+    Every change is written to the desired deployment all replicas follow
+    (:mod:`include.continuous_training.rollout_state`) through the endpoint's admin routes:
+    :meth:`deploy` (direct: champion := version) and :meth:`unload` wait until the replica behind
+    ``url`` serves it; :meth:`start_rollout`, :meth:`promote_candidate` and :meth:`abort_rollout`
+    return the new generation at once, and :meth:`wait_converged` waits for it.
+    """
 
     url: str
     token: str | None
     name: str = "local"
 
-    def deploy(self, version: str) -> None:
+    def _admin(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
         if not self.token:
-            raise DeploymentError("CT_SERVING_ADMIN_TOKEN is not set: cannot ask the endpoint to reload")
+            raise DeploymentError(f"CT_SERVING_ADMIN_TOKEN is not set: cannot call {path} on the endpoint")
         try:
-            status, payload = http_json(
-                "POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180
-            )
+            return http_json(method, f"{self.url}{path}", body, self.token, timeout=timeout)
         except (urllib.error.URLError, OSError) as error:
             raise DeploymentError(f"endpoint {self.url} unreachable: {error}", retryable=True) from error
+
+    def deploy(self, version: str) -> int:
+        """Direct deployment of ``version`` (candidate cleared); returns once the replica behind ``url``
+        serves it in every worker. The generation written."""
+        status, payload = self._admin("POST", "/admin/reload", {"version": version}, timeout=180)
         if status != 200 or str(payload.get("model_version")) != str(version):
-            raise DeploymentError(f"endpoint {self.url} refused version {version}: HTTP {status} {payload}")
-        log.info("endpoint %s serves version %s on %s worker(s)", self.url, version, payload.get("workers"))
+            # 409 (does not load, or lost a write race) and 422 cannot change on retry; 503/504 may.
+            raise DeploymentError(
+                f"endpoint {self.url} refused version {version}: HTTP {status} {payload}",
+                retryable=status in {503, 504},
+            )
+        log.info(
+            "endpoint %s serves version %s on %s worker(s), generation %s",
+            self.url,
+            version,
+            payload.get("workers"),
+            payload.get("generation"),
+        )
+        return int(payload["generation"])
 
     def unload(self) -> None:
         """Nothing to roll back to (first deployment): stop serving rather than serve a failed model."""
-        status, payload = http_json("POST", f"{self.url}/admin/unload", {}, self.token)
+        status, payload = self._admin("POST", "/admin/unload", {})
         if status != 200:
             raise DeploymentError(f"endpoint {self.url} refused to unload: HTTP {status} {payload}")
+
+    def rollout_state(self) -> dict[str, Any] | None:
+        """The stored desired deployment (``DesiredDeployment.as_dict()``), or None when none was written."""
+        status, payload = self._admin("GET", "/admin/rollout")
+        if status != 200:
+            raise DeploymentError(f"endpoint {self.url}: GET /admin/rollout HTTP {status} {payload}", retryable=True)
+        stored = payload.get("stored")
+        return dict(stored["state"]) if stored else None
+
+    def _write(self, body: dict[str, Any], what: str) -> int:
+        status, payload = self._admin("POST", "/admin/rollout", body)
+        if status != 200:
+            raise DeploymentError(
+                f"endpoint {self.url} refused to {what}: HTTP {status} {payload}", retryable=status in {503, 504}
+            )
+        generation = int(payload["generation"])
+        log.info("endpoint %s: %s, generation %d: %s", self.url, what, generation, payload.get("state"))
+        return generation
+
+    def start_rollout(
+        self,
+        candidate: str,
+        mode: str,
+        canary_percent: float = 0.0,
+        shadow_percent: float | None = None,
+        reason: str = "",
+        updated_by: str = "admin",
+    ) -> int:
+        """Roll ``candidate`` out beside the current champion (``mode`` shadow or canary; call again for
+        the next canary step); the new generation. ``shadow_percent`` None: the endpoint's
+        ``CT_SHADOW_PERCENT``."""
+        body: dict[str, Any] = {
+            "candidate": str(candidate),
+            "mode": mode,
+            "canary_percent": canary_percent,
+            "reason": reason,
+            "updated_by": updated_by,
+        }
+        if shadow_percent is not None:
+            body["shadow_percent"] = shadow_percent
+        return self._write(body, f"roll out version {candidate} ({mode})")
+
+    def promote_candidate(self, reason: str = "", updated_by: str = "admin") -> int:
+        """The candidate becomes the champion (direct mode), if the state is still the one read here."""
+        state = self.rollout_state()
+        if not state or not state.get("candidate"):
+            raise DeploymentError(f"endpoint {self.url}: no candidate to promote (state: {state})")
+        body = {
+            "champion": state["candidate"],
+            "candidate": None,
+            "mode": "direct",
+            "reason": reason or f"promote version {state['candidate']}",
+            "updated_by": updated_by,
+            "expected_generation": state["generation"],
+        }
+        return self._write(body, f"promote version {state['candidate']}")
+
+    def abort_rollout(self, reason: str = "", updated_by: str = "admin") -> int:
+        """Clear the candidate; the champion stays and answers every request (direct mode)."""
+        body = {"candidate": None, "mode": "direct", "reason": reason or "abort rollout", "updated_by": updated_by}
+        return self._write(body, "abort the rollout")
+
+    def wait_converged(self, generation: int, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the replica behind ``url`` applied ``generation`` (or a later one) in every worker;
+        its ``/metadata`` ``deployment`` section. :class:`DeploymentError` (retryable) on timeout.
+
+        Behind a load balancer each call reaches one replica: call it per replica URL to know them all.
+        """
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while True:
+            try:
+                _, payload = http_json("GET", f"{self.url}/metadata", timeout=10)
+                seen = payload.get("deployment") if isinstance(payload, dict) else payload
+            except (urllib.error.URLError, OSError) as error:
+                seen = str(error)
+            if isinstance(seen, dict) and int(seen.get("generation") or 0) >= generation and seen.get("converged"):
+                return seen
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"endpoint {self.url} did not apply generation {generation} in {timeout:.0f}s: {seen}",
+                    retryable=True,
+                )
+            time.sleep(0.2)
 
     def serving_version(self) -> str | None:
         try:
