@@ -51,6 +51,8 @@ class DeploymentTarget(Protocol):
 
     def unload(self) -> None: ...
 
+    def rollout_state(self) -> dict[str, Any] | None: ...
+
     def serving_version(self) -> str | None: ...
 
     def start_rollout(
@@ -250,6 +252,24 @@ def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> 
     if rolled_back is not None and (champion is None or str(champion.version) != rolled_back):
         retire_challenger(client, settings, rolled_back)
     return str(champion.version) if champion is not None else None
+
+
+def complete_rollout(settings: Settings, version: str, updated_by: str) -> None:
+    """After a rollout's last stage: every replica serves ``version`` as the champion (idempotent).
+
+    A re-run finds it done and changes nothing; a state that holds another candidate (someone started
+    another rollout meanwhile) is refused rather than overwritten.
+    """
+    target = target_for(settings)
+    state = target.rollout_state() or {}
+    if str(state.get("champion")) == version and not state.get("candidate"):
+        return
+    if str(state.get("candidate")) != version:
+        raise DeploymentError(
+            f"cannot promote version {version} at the endpoint: its desired state is {state}", retryable=False
+        )
+    generation = target.promote_candidate(reason=f"rollout of version {version} passed", updated_by=updated_by)
+    target.wait_converged(generation, timeout=180)
 
 
 def target_for(settings: Settings) -> DeploymentTarget:

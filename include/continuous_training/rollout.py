@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from include.continuous_training.config import Settings
+from include.continuous_training.errors import ContinuousTrainingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -367,3 +368,53 @@ def count_variant_requests(client: Any, settings: Settings, since: float) -> dic
     if rows.empty:
         return {}
     return {str(name): int(count) for name, count in rows[VARIANT].value_counts().items()}
+
+
+# -- the task behind each analyze_<stage> --------------------------------------------------------
+class RolloutFailed(ContinuousTrainingError):
+    """A rollout stage failed its analysis, or saw too little traffic (a retry would judge the same rows)."""
+
+
+def judge_stage(
+    settings: Settings, version: str, stage: Stage, since: float, deadline_passed: bool, run_id: str
+) -> dict[str, Any]:
+    """Analyze one stage of ``version``'s rollout on the traffic since ``since``; record it; raise on a failure.
+
+    The record goes to the log and to the version's MLflow run (``rollout/<stage>.json``). A ``fail``,
+    or ``insufficient`` traffic with ``CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback``, raises
+    :class:`RolloutFailed` with the reason; ``insufficient`` with ``proceed`` is logged as a warning and
+    the rollout goes on.
+    """
+    import logging
+
+    from include.continuous_training.drift import read_feedback
+    from include.continuous_training.registry import load_model, tracking_client
+    from include.continuous_training.storage import s3_client_from_connection
+
+    log = logging.getLogger(__name__)
+    s3 = s3_client_from_connection(settings.aws_conn_id)
+    rows = read_stage_rows(s3, settings, since)
+    spec = load_model(f"models:/{settings.model_name}/{version}").spec
+    analysis = analyze_stage(rows, stage, settings, read_feedback(s3, settings), spec, deadline_passed)
+    record = {**analysis.as_dict(), "version": version, "dag_run_id": run_id, "since": since}
+    print(analysis.summary())
+    client = tracking_client(settings)
+    run = client.get_model_version(settings.model_name, version).run_id
+    if run:
+        client.log_dict(run, record, f"rollout/{stage.slug}.json")
+    if analysis.verdict == "fail":
+        raise RolloutFailed(f"rollout of version {version} failed at {stage.name}: {analysis.reason}")
+    if analysis.verdict == "insufficient":
+        if settings.rollout_insufficient_traffic == "rollback":
+            raise RolloutFailed(
+                f"rollout of version {version} stopped at {stage.name}: {analysis.reason} "
+                "(CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback)"
+            )
+        log.warning(
+            "rollout of version %s PROCEEDS past %s on too little traffic "
+            "(CT_ROLLOUT_INSUFFICIENT_TRAFFIC=proceed): %s",
+            version,
+            stage.name,
+            analysis.reason,
+        )
+    return record
