@@ -351,7 +351,7 @@ def read_stage_rows(client: Any, settings: Settings, since: float, until: float 
 
     start = datetime.fromtimestamp(since, UTC)
     end = datetime.fromtimestamp(until, UTC) if until is not None else datetime.now(UTC)
-    rows = read_inference_window(client, settings, start, end)
+    rows = read_inference_window(client, settings, start, end, champion_only=False)
     if rows.empty:
         return rows
     if VARIANT not in rows:
