@@ -25,7 +25,14 @@ the drift report URI and its decision). One run at a time.
      data manifest and this run → **deploy_challenger** (the endpoint loads it beside the old model and
      swaps atomically) → **smoke_test** (golden set over HTTP equals offline predictions, p99 within
      budget, zero errors) → **promote_champion** (alias `champion` moves, the old one keeps
-     `previous_champion`). Deploy or smoke test fails → **rollback_deployment** puts the endpoint back
+     `previous_champion`). With `CT_ROLLOUT=shadow`, `canary` or `shadow,canary` the challenger is
+     loaded beside the champion without traffic, smoke-tested through `/admin/predict?variant=candidate`,
+     then each stage runs **start_<stage>** (the desired deployment every replica follows) →
+     **wait_for_<stage>_traffic** (deferred: `CT_ROLLOUT_MIN_REQUESTS` candidate-scored requests or
+     `CT_ROLLOUT_MAX_MINUTES`) → **analyze_<stage>** (error rate, p99, PSI / KS, label agreement,
+     realized metric on the same live traffic; the record in the log and in MLflow `rollout/`); a
+     failing stage, or too little traffic (`CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback`), rolls back.
+     Deploy, smoke test or a stage fails → **rollback_deployment** puts the endpoint back
      on the champion, aliases unchanged, the run fails and an alert fires. With
      `CT_DEPLOYMENT_TARGET=none` the deploy steps skip and the champion alias moves directly;
    - **reject_challenger** → nothing registered, champion untouched, the run tagged rejected, an alert;
@@ -55,25 +62,6 @@ from include.continuous_training.sensors import WaitForRolloutTraffic
 HYPERPARAMETER_SCHEMA = {
     name: {"type": "integer" if kind is int else "number"} for name, kind in TUNABLE_PARAMS.items()
 }
-
-
-def approval_task(settings: Any, model_file: ModelFile) -> Any:
-    """`CT_APPROVAL=required`: a human approves the promotion in Airflow, shown the decision and the rollout.
-
-    Airflow's human-in-the-loop approval (standard provider): deferred until someone answers in the
-    UI or through the API. A reject fails this task, so `rollback_deployment` takes the candidate out.
-    """
-    from airflow.providers.standard.operators.hitl import ApprovalOperator
-
-    return ApprovalOperator(
-        task_id="approve_promotion",
-        subject=f"Promote {settings.model_name} version {{{{ ti.xcom_pull(task_ids='register_challenger') }}}}?",
-        body=(
-            "**Decision record**: {{ ti.xcom_pull(task_ids='decide_promotion', key='decision') }}\n\n"
-            "**Rollout analysis**: {{ ti.xcom_pull(task_ids=params_rollout_tasks) }}"
-        ).replace("params_rollout_tasks", repr([f"analyze_{s.slug}" for s in rollout_stages(settings)])),
-        fail_on_reject=True,  # a reject must roll back, which a skip would not trigger
-    )
 
 
 def build_train_and_deploy(model_file: ModelFile) -> None:
@@ -298,16 +286,23 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             return aliases
 
         @task
-        def start_stage(version: str, mode: str, percent: float, **context: Any) -> dict[str, Any]:
-            """Move the rollout to this stage in the shared desired state; wait until the endpoint applied it."""
+        def start_stage(deployment: Deployment, mode: str, percent: float, **context: Any) -> dict[str, Any]:
+            """Move the rollout to this stage in the shared desired state; wait until the endpoint applied it.
+
+            A first model has no champion to be compared with: the stages skip and it is promoted.
+            """
             import time
 
             from include.continuous_training.deployment import target_for
+            from include.continuous_training.errors import NothingToDo
 
             settings = task_settings(
                 model_file
             )  # environment, then the model file, then Airflow Variables, then defaults
+            version = deployment["version"]
             with task_outcome():
+                if deployment["previous"] is None:
+                    raise NothingToDo(f"version {version} is the first model: no champion to roll out beside")
                 target = target_for(settings)
                 shadow, canary = (percent, 0.0) if mode == "shadow" else (None, percent)
                 generation = target.start_rollout(
@@ -383,7 +378,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         smoke = smoke_test(deployment, data)
         rollout: list[Any] = []  # CT_ROLLOUT's stages: start, wait for traffic (deferred), analyze
         for stage in stages:
-            started = start_stage.override(task_id=f"start_{stage.slug}")(version, stage.mode, stage.percent)
+            started = start_stage.override(task_id=f"start_{stage.slug}")(deployment, stage.mode, stage.percent)
             traffic = WaitForRolloutTraffic(
                 task_id=f"wait_for_{stage.slug}_traffic",
                 stage_task_id=f"start_{stage.slug}",
@@ -398,9 +393,6 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )
             chain(rollout[-1] if rollout else smoke, started, traffic, verdict)
             rollout += [started, traffic, verdict]
-        if settings.approval == "required":
-            rollout.append(approval_task(settings, model_file))
-            chain(rollout[-2] if len(rollout) > 1 else smoke, rollout[-1])
         chain(rollout[-1] if rollout else smoke, promote_champion(version))
         chain([deployment, smoke, *rollout], rollback_deployment())
 

@@ -64,7 +64,6 @@ WINDOW_SHRINK_ACTIONS = ("fail", "warn")
 ROLLOUT_STRATEGIES = ("direct", "shadow", "canary", "shadow,canary")
 # A rollout stage that did not see CT_ROLLOUT_MIN_REQUESTS by CT_ROLLOUT_MAX_MINUTES: undo it, or go on (loudly).
 INSUFFICIENT_TRAFFIC_ACTIONS = ("rollback", "proceed")
-APPROVAL_MODES = ("none", "required")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
 # The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
@@ -448,11 +447,6 @@ class Settings:
         "CT_ROLLOUT_MIN_AGREEMENT",
         "share of paired (shadow) requests where both models predict the same label (classifiers)",
     )
-    approval: str = _setting(
-        "none",
-        "CT_APPROVAL",
-        "`required`: a human approves the final promotion in Airflow (human-in-the-loop); a reject rolls back",
-    )
     alert_webhook_url: str | None = _setting(
         None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
     )
@@ -534,8 +528,6 @@ class Settings:
                 f"CT_ROLLOUT_INSUFFICIENT_TRAFFIC {self.rollout_insufficient_traffic!r}: expected one of "
                 f"{INSUFFICIENT_TRAFFIC_ACTIONS}"
             )
-        if self.approval not in APPROVAL_MODES:
-            raise SettingsError(f"CT_APPROVAL {self.approval!r}: expected one of {APPROVAL_MODES}")
         if self.window_shrink_action not in WINDOW_SHRINK_ACTIONS:
             raise SettingsError(
                 f"CT_WINDOW_SHRINK_ACTION {self.window_shrink_action!r}: expected one of {WINDOW_SHRINK_ACTIONS}"

@@ -179,7 +179,6 @@ def test_the_strategy_gives_its_stages_in_order(strategy, expected):
         ({"CT_CANARY_STEPS": "50,10"}, "CT_CANARY_STEPS '50,10': expected increasing percentages"),
         ({"CT_CANARY_STEPS": "5,x"}, "CT_CANARY_STEPS='5,x': expected comma-separated numbers"),
         ({"CT_ROLLOUT_INSUFFICIENT_TRAFFIC": "ignore"}, "CT_ROLLOUT_INSUFFICIENT_TRAFFIC 'ignore'"),
-        ({"CT_APPROVAL": "maybe"}, "CT_APPROVAL 'maybe'"),
     ],
 )
 def test_a_bad_rollout_setting_names_itself(env, message):
