@@ -10,8 +10,11 @@ Starts S3 + MLflow on loopback, trains and registers one model, then serves vers
 both with ``--workers`` worker processes, and drives each with ``wrk`` (Debian package ``wrk``) for
 ``--seconds`` seconds over ``--connections`` connections, first one row per request, then batches of
 100 rows. Ours runs as deployed: input checks on, inference log on (to the S3 server), metrics on.
-Prints req/s (rows/s for batches) and p50/p99 for each and the ratio. Load generator and servers
-share this machine's cores: read the ratio, not the absolutes.
+Prints req/s (rows/s for batches) and p50/p99 for each and the ratio. Then, on the same endpoint, a
+second version of the same model as the candidate: single-row throughput champion-only, in shadow at
+100 % and 10 % and in canary at 10 %, as time per request against champion-only (progressive
+delivery's cost). Load generator and servers share this machine's cores: read the ratio, not the
+absolutes.
 
     python -m benchmarks.bench_serving --seconds 20 --workers 2
 """
@@ -74,6 +77,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rollout-rounds", type=int, default=3, help="interleaved rounds of the rollout modes")
     json_argument(parser)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -135,6 +139,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         }
 
         results: dict[str, dict[str, float]] = {}
+        rollouts: dict[str, dict[str, float]] = {}
         batches: dict[str, dict[str, float]] = {}
         theirs_port = free_port()
         mlflow_serve = [
@@ -168,6 +173,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 wrk(url + path, single, 3, args.connections, Path(tmp))  # warm-up
                 results[name] = wrk(url + path, single, args.seconds, args.connections, Path(tmp))
                 batches[name] = wrk(url + path, batch, args.seconds, args.connections, Path(tmp))
+                if name == "ours":
+                    rollouts = rollout_modes(settings, url, own["CT_SERVING_ADMIN_TOKEN"], single, args, Path(tmp))
             finally:
                 stop_groups([pid], grace=30)
 
@@ -214,8 +221,70 @@ def main(argv: list[str] | None = None) -> list[Row]:
             note=f"p99 {batches['ours']['p99_ms']:.1f} ms vs {batches['mlflow models serve']['p99_ms']:.1f} ms",
         ),
     ]
+    direct = rollouts.pop("direct")
+    for label, measured in rollouts.items():
+        cost, target = direct["rps"] / measured["rps"], ROLLOUT_TARGETS.get(label)
+        rows.append(
+            Row(
+                "serving",
+                f"single-row {label}: time per request vs champion-only, same endpoint, median of "
+                f"{args.rollout_rounds} interleaved runs",
+                1e6 / measured["rps"],
+                1e6 / direct["rps"],
+                "µs/req",
+                "champion only",
+                f"≤ {target:g}x" if target else "—",
+                cost <= target if target else None,
+                note=(
+                    f"{measured['rps']:,.0f} vs {direct['rps']:,.0f} req/s; p99 {measured['p99_ms']:.1f} vs "
+                    f"{direct['p99_ms']:.1f} ms; non-2xx {measured['non_2xx']:.0f}"
+                ),
+            )
+        )
     emit(rows, args.json)
     return rows
+
+
+# Per-request cost against champion-only that the progressive-delivery issue sets (shadow 10 %: none).
+ROLLOUT_TARGETS = {"shadow 100 %": 1.4, "canary 10 %": 1.1}
+
+
+def rollout_modes(settings, url: str, token: str, record: dict, args, workdir: Path) -> dict[str, dict[str, float]]:
+    """Single-row throughput of the same endpoint in each rollout mode, champion-only measured again first.
+
+    The candidate is a second registered version of the same logged model: the same scoring cost, so
+    the difference is what the mode itself costs (the off-path scoring, the routing). Canary runs with
+    ``shadow_percent`` 0 (no off-path scoring of the other variant).
+    """
+    from include.continuous_training.deployment import LocalEndpoint
+    from include.continuous_training.registry import tracking_client
+
+    client = tracking_client(settings)
+    champion = client.get_model_version(settings.model_name, "1")
+    model_id = str(champion.source).removeprefix("models:/")  # registered from models:/<logged model id>
+    candidate = str(
+        client.create_model_version(
+            settings.model_name, champion.source, run_id=champion.run_id, model_id=model_id
+        ).version
+    )
+    admin = LocalEndpoint(url, token)
+    modes = {
+        "direct": lambda: admin.abort_rollout(reason="bench: champion only"),
+        "shadow 100 %": lambda: admin.start_rollout(candidate, "shadow", shadow_percent=100),
+        "shadow 10 %": lambda: admin.start_rollout(candidate, "shadow", shadow_percent=10),
+        "canary 10 %": lambda: admin.start_rollout(candidate, "canary", 10, 0),
+    }
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in modes}
+    for _ in range(args.rollout_rounds):  # interleaved: a load change on the machine hits every mode alike
+        for label, write in modes.items():
+            admin.wait_converged(write(), timeout=60)
+            wrk(url + "/predict", record, 1, args.connections, workdir)  # warm-up in this mode
+            runs[label].append(wrk(url + "/predict", record, args.seconds, args.connections, workdir))
+            print(
+                f"{label:36s} {runs[label][-1]['rps']:8.0f} req/s  p99 {runs[label][-1]['p99_ms']:7.2f} ms", flush=True
+            )
+    # Per mode, the run with the median throughput.
+    return {label: sorted(found, key=lambda r: r["rps"])[len(found) // 2] for label, found in runs.items()}
 
 
 if __name__ == "__main__":
