@@ -33,6 +33,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, emit, json_argument
 
@@ -271,7 +272,7 @@ ROLLOUT_TARGETS = {"shadow 100 %": 1.4, "canary 10 %": 1.1}
 
 
 def rollout_modes(
-    settings, pid: int, url: str, token: str, record: dict, args, workdir: Path
+    settings: Any, pid: int, url: str, token: str, record: dict, args: argparse.Namespace, workdir: Path
 ) -> dict[str, dict[str, float]]:
     """Single-row load on the same endpoint in each rollout mode, champion-only (direct) measured again.
 
@@ -291,7 +292,7 @@ def rollout_modes(
     model_id = str(champion.source).removeprefix("models:/")  # registered from models:/<logged model id>
     candidate = str(
         client.create_model_version(
-            settings.model_name, champion.source, run_id=champion.run_id, model_id=model_id
+            settings.model_name, str(champion.source), run_id=champion.run_id, model_id=model_id
         ).version
     )
     admin = LocalEndpoint(url, token)
