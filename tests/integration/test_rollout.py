@@ -33,6 +33,7 @@ from tests.integration.conftest import Endpoint, land_and_curate, register_copy_
 
 STEP_SECONDS = 8.0  # every replica applies a step within this long (typically 1-2 s: the poll interval)
 ID = "transaction_id"
+VARIANTS = ("champion", "candidate")
 
 
 @pytest.fixture(scope="module")
@@ -290,11 +291,20 @@ def test_canary_is_sticky_per_id_monotone_in_percent_and_the_right_share(version
         status, payload = b.post("/predict", record)
         assert (status, payload["model_version"]) == (200, at_10[record[ID]])
 
-    _converge([a, b], _admin(b).start_rollout(v2, "canary", 50, 0))
+    # At 50 %, with shadow_percent 100: the variant that did not answer a record also scores it, off the path.
+    before = {v: _counter(b.metrics(), "ct_variant_requests_total", served="false", variant=v) for v in VARIANTS}
+    _converge([a, b], _admin(b).start_rollout(v2, "canary", 50, 100))
     at_50 = answered(b, records)
     moved = {key for key, version in at_50.items() if version == v2}
     assert on_candidate <= moved, "raising the share moved customers back to the champion"
     assert abs(len(moved) / len(records) - 0.50) <= 0.03, len(moved)
+    deadline = time.monotonic() + 10
+    while True:  # two batch requests, each with records of both variants: two off-path jobs per variant
+        after = {v: _counter(b.metrics(), "ct_variant_requests_total", served="false", variant=v) for v in VARIANTS}
+        if all(after[v] - before[v] >= 2 for v in VARIANTS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(after[v] - before[v] >= 2 for v in VARIANTS), (before, after)
 
 
 def _counter(text: str, name: str, **labels: str) -> float:
