@@ -23,6 +23,7 @@ from include.continuous_training.rollout_state import (
     DeploymentConflict,
     DeploymentStore,
     DesiredDeployment,
+    StoredDeployment,
     canary_bucket,
     entity_key,
     utc_now,
@@ -32,6 +33,7 @@ from tests.integration.conftest import Endpoint, land_and_curate, register_copy_
 
 STEP_SECONDS = 8.0  # every replica applies a step within this long (typically 1-2 s: the poll interval)
 ID = "transaction_id"
+VARIANTS = ("champion", "candidate")
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +203,7 @@ def test_admin_rollout_routes_need_the_token_and_refuse_a_stale_generation(versi
     status, payload = a.post("/admin/rollout", {"mode": "shadow", "candidate": "999"}, token=a.token)
     assert status == 409, payload
     assert "cannot load '999'" in payload["detail"], payload
-    assert _admin(a).rollout_state()["generation"] == generation, "a refused write changed the state"
+    assert (_admin(a).rollout_state() or {}).get("generation") == generation, "a refused write changed the state"
 
 
 def _masked(body: bytes) -> bytes:
@@ -289,11 +291,20 @@ def test_canary_is_sticky_per_id_monotone_in_percent_and_the_right_share(version
         status, payload = b.post("/predict", record)
         assert (status, payload["model_version"]) == (200, at_10[record[ID]])
 
-    _converge([a, b], _admin(b).start_rollout(v2, "canary", 50, 0))
+    # At 50 %, with shadow_percent 100: the variant that did not answer a record also scores it, off the path.
+    before = {v: _counter(b.metrics(), "ct_variant_requests_total", served="false", variant=v) for v in VARIANTS}
+    _converge([a, b], _admin(b).start_rollout(v2, "canary", 50, 100))
     at_50 = answered(b, records)
     moved = {key for key, version in at_50.items() if version == v2}
     assert on_candidate <= moved, "raising the share moved customers back to the champion"
     assert abs(len(moved) / len(records) - 0.50) <= 0.03, len(moved)
+    deadline = time.monotonic() + 10
+    while True:  # two batch requests, each with records of both variants: two off-path jobs per variant
+        after = {v: _counter(b.metrics(), "ct_variant_requests_total", served="false", variant=v) for v in VARIANTS}
+        if all(after[v] - before[v] >= 2 for v in VARIANTS) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(after[v] - before[v] >= 2 for v in VARIANTS), (before, after)
 
 
 def _counter(text: str, name: str, **labels: str) -> float:
@@ -355,6 +366,12 @@ def test_a_replica_killed_mid_canary_comes_back_on_the_current_step(versions, re
     assert restarted.pid != b.pid
 
 
+def _stored(store: DeploymentStore) -> StoredDeployment:
+    found = store.read()
+    assert found is not None, f"nothing at {store.uri}"
+    return found
+
+
 def test_concurrent_writers_one_wins_the_other_gets_a_conflict_and_update_retries(settings):
     store = DeploymentStore(dataclasses.replace(settings, model_name=f"cas-{uuid.uuid4().hex[:8]}"))
     first = DesiredDeployment(champion="1", generation=1, updated_at=utc_now(), reason="first")
@@ -381,16 +398,21 @@ def test_concurrent_writers_one_wins_the_other_gets_a_conflict_and_update_retrie
         lost = [n for n, r in results.items() if isinstance(r, DeploymentConflict)]
         assert len(won) == 1, results
         assert len(lost) == 1, results
-        assert store.read().state.reason == won[0]
+        assert _stored(store).state.reason == won[0]
         results.clear()
 
-    generation = store.read().state.generation
+    generation = _stored(store).state.generation
     reasons: list[str] = []
 
     def bump(name: str) -> None:
         for i in range(5):
             reason = f"{name}-{i}"
-            store.update(lambda current, reason=reason: dataclasses.replace(current, reason=reason, updated_by=name))
+
+            def change(current: DesiredDeployment | None, reason: str = reason) -> DesiredDeployment:
+                assert current is not None
+                return dataclasses.replace(current, reason=reason, updated_by=name)
+
+            store.update(change)
             reasons.append(reason)
 
     threads = [threading.Thread(target=bump, args=(n,)) for n in ("x", "y")]
@@ -399,4 +421,4 @@ def test_concurrent_writers_one_wins_the_other_gets_a_conflict_and_update_retrie
     for t in threads:
         t.join()
     assert len(reasons) == 10
-    assert store.read().state.generation == generation + 10, "an update was lost"
+    assert _stored(store).state.generation == generation + 10, "an update was lost"

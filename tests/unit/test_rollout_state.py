@@ -160,9 +160,9 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_waits():
     scored: list[str] = []
     dropped: list[int] = []
 
-    def slow(job: ShadowJob) -> None:  # a candidate that takes as long as it likes
+    def slow(jobs: list[ShadowJob]) -> None:  # a candidate that takes as long as it likes
         release.wait(10)
-        scored.append(job.prediction_ids[0])
+        scored.extend(job.prediction_ids[0] for job in jobs)
 
     scorer = ShadowScorer(2, slow, lambda: dropped.append(1))
     jobs = [ShadowJob(None, "candidate", [{}], [f"p{i}"], 0.0) for i in range(5)]  # type: ignore[arg-type]
@@ -174,22 +174,27 @@ def test_a_full_shadow_queue_drops_and_counts_and_never_waits():
     assert scored == ["p0", "p1"]
 
 
-def test_a_job_that_raises_does_not_stop_the_shadow_thread():
+def test_jobs_are_batched_per_model_and_one_that_raises_does_not_stop_the_shadow_thread():
     from include.continuous_training.serving.variants import ShadowJob, ShadowScorer
 
     scored: list[str] = []
 
-    def flaky(job: ShadowJob) -> None:
-        if job.prediction_ids[0] == "bad":
+    calls: list[list[str]] = []
+
+    def flaky(jobs: list[ShadowJob]) -> None:
+        calls.append([job.prediction_ids[0] for job in jobs])
+        if jobs[0].prediction_ids[0] == "bad":
             raise RuntimeError("boom")
-        scored.append(job.prediction_ids[0])
+        scored.extend(job.prediction_ids[0] for job in jobs)
 
     class Model:
         version = "9"
 
+    one, other = Model(), Model()
     scorer = ShadowScorer(10, flaky, lambda: None)
-    scorer.start()
-    for pid in ("a", "bad", "b"):
-        scorer.submit(ShadowJob(Model(), "candidate", [{}], [pid], 0.0))  # type: ignore[arg-type]
+    for model, pid in ((one, "a"), (one, "b"), (other, "bad"), (one, "c")):
+        scorer.submit(ShadowJob(model, "candidate", [{}], [pid], 0.0))  # type: ignore[arg-type]
+    scorer.start()  # queued before the thread runs: a and b together, then bad alone (another model), then c
     scorer.close()
-    assert scored == ["a", "b"]
+    assert calls == [["a", "b"], ["bad"], ["c"]]
+    assert scored == ["a", "b", "c"]

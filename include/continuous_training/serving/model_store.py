@@ -216,7 +216,11 @@ class ModelStore:
         """Change the shared desired deployment (CAS, retried), serve it here, and nudge this replica's workers."""
         stored = self.deployments.update(change)
         written_at = time.monotonic()
-        self.apply(stored, written_at)
+        try:
+            self.apply(stored, written_at)
+        except Exception as error:  # written all the same: the sync loop loads it at its next poll
+            self.last_error = f"{type(error).__name__}: {error}"
+            log.warning("serving generation %d here failed: %s", stored.state.generation, self.last_error)
         self.nudge()
         return stored
 

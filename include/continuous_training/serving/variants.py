@@ -36,12 +36,24 @@ class ShadowJob:
 
 
 class ShadowScorer:
-    """A bounded queue of :class:`ShadowJob` and the one thread that scores them with ``score``."""
+    """A bounded queue of :class:`ShadowJob` and the one thread that scores them with ``score``.
 
-    def __init__(self, size: int, score: Callable[[ShadowJob], None], on_dropped: Callable[[], None]) -> None:
-        self._jobs: queue.Queue[ShadowJob | None] = queue.Queue(maxsize=size)
+    The thread hands ``score`` what is waiting, up to ``max_batch`` consecutive jobs of the same
+    model and variant at a time: one prediction call for several requests when it falls behind
+    (under load), one job at a time otherwise.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        score: Callable[[list[ShadowJob]], None],
+        on_dropped: Callable[[], None],
+        max_batch: int = 32,
+    ) -> None:
+        self._jobs: queue.Queue[ShadowJob | object] = queue.Queue(maxsize=size)
         self._score = score
         self._on_dropped = on_dropped
+        self._max_batch = max_batch
         self._thread = threading.Thread(target=self._run, name="shadow-scoring", daemon=True)
         self.dropped = 0
 
@@ -63,21 +75,36 @@ class ShadowScorer:
         self._thread.start()
 
     def _run(self) -> None:
+        held: ShadowJob | object | None = None  # taken from the queue, but not part of the last batch
         while True:
-            job = self._jobs.get()
-            if job is None:
-                return
+            first = held if held is not None else self._jobs.get()
+            held = None
+            if not isinstance(first, ShadowJob):
+                return  # _STOP
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    more = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(more, ShadowJob) or more.model is not first.model or more.variant != first.variant:
+                    held = more
+                    break
+                batch.append(more)
             try:
-                self._score(job)
+                self._score(batch)
             except Exception:  # a scoring bug must not end the thread: the next job may be fine
-                log.exception("shadow scoring of %s version %s failed", job.variant, job.model.version)
+                log.exception("shadow scoring of %s version %s failed", first.variant, first.model.version)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop after the jobs already queued (at most ``timeout`` seconds)."""
         if not self._thread.is_alive():
             return
         try:
-            self._jobs.put(None, timeout=timeout)
+            self._jobs.put(_STOP, timeout=timeout)
         except queue.Full:
             return  # still busy after the timeout: the thread is a daemon and ends with the process
         self._thread.join(timeout=timeout)
+
+
+_STOP = object()
