@@ -10,8 +10,11 @@ Starts S3 + MLflow on loopback, trains and registers one model, then serves vers
 both with ``--workers`` worker processes, and drives each with ``wrk`` (Debian package ``wrk``) for
 ``--seconds`` seconds over ``--connections`` connections, first one row per request, then batches of
 100 rows. Ours runs as deployed: input checks on, inference log on (to the S3 server), metrics on.
-Prints req/s (rows/s for batches) and p50/p99 for each and the ratio. Load generator and servers
-share this machine's cores: read the ratio, not the absolutes.
+Prints req/s (rows/s for batches) and p50/p99 for each and the ratio. Then, on the same endpoint with
+a second version of the same model as the candidate, single-row load champion-only, in shadow at 100 %
+and 10 % and in canary at 10 %: what each mode costs per request (the endpoint's CPU time per request)
+against champion-only. Load generator and servers share this machine's cores: read the ratio, not the
+absolutes.
 
     python -m benchmarks.bench_serving --seconds 20 --workers 2
 """
@@ -30,6 +33,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, emit, json_argument
 
@@ -55,7 +59,28 @@ def wrk(url: str, body: dict, seconds: int, connections: int, workdir: Path) -> 
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": ms("50"), "p99_ms": ms("99"), "non_2xx": float(errors.group(1)) if errors else 0.0}
+    requests = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {
+        "rps": rps,
+        "requests": requests,
+        "p50_ms": ms("50"),
+        "p99_ms": ms("99"),
+        "non_2xx": float(errors.group(1)) if errors else 0.0,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds used so far by ``pid`` and its children (the uvicorn workers)."""
+    pids, total = [pid], 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def wait_for(url: str, timeout: float = 120) -> None:
@@ -74,6 +99,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--rollout-rounds", type=int, default=3, help="interleaved rounds of the rollout modes")
     json_argument(parser)
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
@@ -135,6 +161,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
         }
 
         results: dict[str, dict[str, float]] = {}
+        rollouts: dict[str, dict[str, float]] = {}
         batches: dict[str, dict[str, float]] = {}
         theirs_port = free_port()
         mlflow_serve = [
@@ -168,6 +195,8 @@ def main(argv: list[str] | None = None) -> list[Row]:
                 wrk(url + path, single, 3, args.connections, Path(tmp))  # warm-up
                 results[name] = wrk(url + path, single, args.seconds, args.connections, Path(tmp))
                 batches[name] = wrk(url + path, batch, args.seconds, args.connections, Path(tmp))
+                if name == "ours":
+                    rollouts = rollout_modes(settings, pid, url, own["CT_SERVING_ADMIN_TOKEN"], single, args, Path(tmp))
             finally:
                 stop_groups([pid], grace=30)
 
@@ -214,8 +243,81 @@ def main(argv: list[str] | None = None) -> list[Row]:
             note=f"p99 {batches['ours']['p99_ms']:.1f} ms vs {batches['mlflow models serve']['p99_ms']:.1f} ms",
         ),
     ]
+    direct = rollouts.pop("direct")
+    for label, measured in rollouts.items():
+        cost, target = measured["cpu_us"] / direct["cpu_us"], ROLLOUT_TARGETS.get(label)
+        rows.append(
+            Row(
+                "serving",
+                f"single-row {label}: endpoint CPU time per request vs champion-only, same endpoint, median of "
+                f"{args.rollout_rounds} interleaved runs",
+                measured["cpu_us"],
+                direct["cpu_us"],
+                "CPU-µs/req",
+                "champion only",
+                f"≤ {target:g}x" if target else "—",
+                cost <= target if target else None,
+                note=(
+                    f"{measured['rps']:,.0f} vs {direct['rps']:,.0f} req/s; p99 {measured['p99_ms']:.1f} vs "
+                    f"{direct['p99_ms']:.1f} ms; non-2xx {measured['non_2xx']:.0f}"
+                ),
+            )
+        )
     emit(rows, args.json)
     return rows
+
+
+# Per-request cost against champion-only that the progressive-delivery issue sets (shadow 10 %: none).
+ROLLOUT_TARGETS = {"shadow 100 %": 1.4, "canary 10 %": 1.1}
+
+
+def rollout_modes(
+    settings: Any, pid: int, url: str, token: str, record: dict, args: argparse.Namespace, workdir: Path
+) -> dict[str, dict[str, float]]:
+    """Single-row load on the same endpoint in each rollout mode, champion-only (direct) measured again.
+
+    What a mode costs per request is the CPU time the endpoint's processes (its workers, their
+    off-path threads included) spend per answered request, from ``/proc``: on a machine shared with
+    other work, throughput swings with their load, CPU time per request much less.
+
+    The candidate is a second registered version of the same logged model: the same scoring cost, so
+    the difference is what the mode itself costs (the off-path scoring, the routing). Canary runs with
+    ``shadow_percent`` 0 (no off-path scoring of the other variant).
+    """
+    from include.continuous_training.deployment import LocalEndpoint
+    from include.continuous_training.registry import tracking_client
+
+    client = tracking_client(settings)
+    champion = client.get_model_version(settings.model_name, "1")
+    model_id = str(champion.source).removeprefix("models:/")  # registered from models:/<logged model id>
+    candidate = str(
+        client.create_model_version(
+            settings.model_name, str(champion.source), run_id=champion.run_id, model_id=model_id
+        ).version
+    )
+    admin = LocalEndpoint(url, token)
+    modes = {
+        "direct": lambda: admin.abort_rollout(reason="bench: champion only"),
+        "shadow 100 %": lambda: admin.start_rollout(candidate, "shadow", shadow_percent=100),
+        "shadow 10 %": lambda: admin.start_rollout(candidate, "shadow", shadow_percent=10),
+        "canary 10 %": lambda: admin.start_rollout(candidate, "canary", 10, 0),
+    }
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in modes}
+    for _ in range(args.rollout_rounds):  # interleaved: a load change on the machine hits every mode alike
+        for label, write in modes.items():
+            admin.wait_converged(write(), timeout=60)
+            wrk(url + "/predict", record, 1, args.connections, workdir)  # warm-up in this mode
+            before = cpu_seconds(pid)
+            run = wrk(url + "/predict", record, args.seconds, args.connections, workdir)
+            time.sleep(0.5)  # the off-path queue drains: its scoring belongs to these requests
+            run["cpu_us"] = (cpu_seconds(pid) - before) / run["requests"] * 1e6
+            runs[label].append(run)
+            print(
+                f"{label:20s} {run['rps']:8.0f} req/s  p99 {run['p99_ms']:7.2f} ms  {run['cpu_us']:6.0f} CPU-µs/req",
+                flush=True,
+            )
+    # Per mode, the run with the median CPU time per request.
+    return {label: sorted(found, key=lambda r: r["cpu_us"])[len(found) // 2] for label, found in runs.items()}
 
 
 if __name__ == "__main__":

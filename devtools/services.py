@@ -212,8 +212,8 @@ def start_endpoint(
     Args:
         env: its settings on top of this process's environment: the S3 and MLflow it reads
             (``CT_S3_ENDPOINT_URL``, ``MLFLOW_TRACKING_URI``…), ``CT_MODEL_NAME``, ``CT_SERVING_ADMIN_TOKEN``.
-        state_dir: its ``CT_SERVING_STATE_DIR`` (desired version, worker heartbeats); the same
-            folder again resumes what the last endpoint there was told to serve.
+        state_dir: its ``CT_SERVING_STATE_DIR`` (worker heartbeats and metrics of this replica);
+            what it serves comes from the model's desired deployment in S3, whichever folder it gets.
         workers: uvicorn worker processes.
         port: where to listen; a free port when None.
         log_path: where its output goes (appended); ``<state_dir's parent>/serving.log`` when None.

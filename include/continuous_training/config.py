@@ -60,6 +60,10 @@ DEPLOYMENT_TARGETS = ("local", "none")
 DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
 # What a training window that lost most of its rows does: stop the run, or say so loudly and train.
 WINDOW_SHRINK_ACTIONS = ("fail", "warn")
+# How a model that passed the smoke test reaches traffic (rollout.py): the stages in order.
+ROLLOUT_STRATEGIES = ("direct", "shadow", "canary", "shadow,canary")
+# A rollout stage that did not see CT_ROLLOUT_MIN_REQUESTS by CT_ROLLOUT_MAX_MINUTES: undo it, or go on (loudly).
+INSUFFICIENT_TRAFFIC_ACTIONS = ("rollback", "proceed")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
 # The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
@@ -112,6 +116,13 @@ def _number(value: str) -> float:
     if not math.isfinite(number):
         raise ValueError("expected a finite number")
     return number
+
+
+def _numbers(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(_number(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("expected comma-separated numbers, e.g. 5,25,50") from None
 
 
 _TRUE = frozenset({"1", "true", "yes"})
@@ -213,6 +224,12 @@ class Settings:
         kind=_PREFIX,
     )
     reports_prefix: str = _setting("reports/", "CT_REPORTS_PREFIX", "drift and validation reports", kind=_PREFIX)
+    serving_state_prefix: str = _setting(
+        "serving/",
+        "CT_SERVING_STATE_PREFIX",
+        "the desired deployment every endpoint replica follows: `<prefix><registered model>/deployment.json`",
+        kind=_PREFIX,
+    )
     aws_conn_id: str = _setting("aws_ct", "CT_AWS_CONN_ID", "Airflow connection used for S3")
     s3_endpoint_url: str | None = _setting(
         None, "CT_S3_ENDPOINT_URL", "S3-compatible endpoint for code running outside Airflow; empty: AWS"
@@ -358,7 +375,23 @@ class Settings:
     serving_state_dir: Path = _setting(
         Path(".services/serving"),
         "CT_SERVING_STATE_DIR",
-        "desired version and worker heartbeats shared by the workers",
+        "worker heartbeats and metrics shared by the workers of one endpoint replica (one folder per replica)",
+    )
+    serving_poll_seconds: float = _setting(
+        1.0,
+        "CT_SERVING_POLL_SECONDS",
+        "how often each endpoint worker checks the desired deployment in S3 (a conditional GET: 304 when unchanged)",
+    )
+    shadow_percent: float = _setting(
+        100.0,
+        "CT_SHADOW_PERCENT",
+        "share of requests (0-100) the variant that did not answer also scores, off the response path "
+        "(shadow: the candidate), when a rollout does not set its own",
+    )
+    shadow_queue_size: int = _setting(
+        1000,
+        "CT_SHADOW_QUEUE_SIZE",
+        "requests waiting for off-path scoring per worker; beyond it a shadow sample is dropped and counted",
     )
     serving_max_batch: int = _setting(1000, "CT_SERVING_MAX_BATCH", "most rows in one request")
     serving_max_body_bytes: int = _setting(1024 * 1024, "CT_SERVING_MAX_BODY_BYTES", "largest request body")
@@ -371,6 +404,49 @@ class Settings:
     )
     smoke_requests: int = _setting(200, "CT_SMOKE_REQUESTS", "smoke test size")
     smoke_p99_ms: float = _setting(250.0, "CT_SMOKE_P99_MS", "smoke test latency budget (p99)")
+    rollout: str = _setting(
+        "direct",
+        "CT_ROLLOUT",
+        "after the smoke test: `direct` (all traffic at once), `shadow` (the candidate scores a sample off the "
+        "response path), `canary` (a growing share answered by the candidate, `CT_CANARY_STEPS`), or "
+        "`shadow,canary`; each stage waits for traffic, then an analysis on the same live traffic passes or "
+        "rolls back",
+    )
+    canary_steps: tuple[float, ...] = _setting(
+        (5.0, 25.0, 50.0),
+        "CT_CANARY_STEPS",
+        "canary shares of requests in percent, in order (comma-separated); promotion takes the rest",
+        kind=_Kind("numbers, comma-separated", _numbers),
+        shown="5,25,50",
+    )
+    rollout_min_requests: int = _setting(
+        500, "CT_ROLLOUT_MIN_REQUESTS", "candidate-scored requests a rollout stage waits for before its analysis"
+    )
+    rollout_max_minutes: float = _setting(
+        60.0, "CT_ROLLOUT_MAX_MINUTES", "longest a rollout stage waits for `CT_ROLLOUT_MIN_REQUESTS`"
+    )
+    rollout_insufficient_traffic: str = _setting(
+        "rollback",
+        "CT_ROLLOUT_INSUFFICIENT_TRAFFIC",
+        "a stage that saw too few requests by its deadline: `rollback`, or `proceed` (recorded as such, never silent)",
+    )
+    rollout_max_error_rate_increase: float = _setting(
+        0.01, "CT_ROLLOUT_MAX_ERROR_RATE_INCREASE", "candidate error rate may exceed the champion's by at most this"
+    )
+    rollout_max_p99_ratio: float = _setting(
+        1.5, "CT_ROLLOUT_MAX_P99_RATIO", "candidate p99 scoring latency may be at most this times the champion's ..."
+    )
+    rollout_p99_slack_ms: float = _setting(
+        5.0, "CT_ROLLOUT_P99_SLACK_MS", "... or the champion's plus this many ms, whichever is larger"
+    )
+    rollout_max_psi: float = _setting(
+        0.25, "CT_ROLLOUT_MAX_PSI", "population stability index of the candidate's scores against the champion's"
+    )
+    rollout_min_agreement: float = _setting(
+        0.8,
+        "CT_ROLLOUT_MIN_AGREEMENT",
+        "share of paired (shadow) requests where both models predict the same label (classifiers)",
+    )
     alert_webhook_url: str | None = _setting(
         None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
     )
@@ -436,6 +512,22 @@ class Settings:
             raise SettingsError(f"CT_MAX_FUTURE_SKEW_MINUTES must be >= 0, got {self.max_future_skew_minutes}")
         if not 0.0 <= self.window_shrink_tolerance <= 1.0:
             raise SettingsError(f"CT_WINDOW_SHRINK_TOLERANCE must be in [0, 1], got {self.window_shrink_tolerance}")
+        if self.rollout not in ROLLOUT_STRATEGIES:
+            raise SettingsError(f"CT_ROLLOUT {self.rollout!r}: expected one of {ROLLOUT_STRATEGIES}")
+        if (
+            not self.canary_steps
+            or any(not 0 < b <= 100 for b in self.canary_steps)
+            or list(self.canary_steps) != sorted(set(self.canary_steps))
+        ):
+            raise SettingsError(
+                f"CT_CANARY_STEPS {','.join(f'{b:g}' for b in self.canary_steps)!r}: expected increasing percentages "
+                "in (0, 100], e.g. 5,25,50"
+            )
+        if self.rollout_insufficient_traffic not in INSUFFICIENT_TRAFFIC_ACTIONS:
+            raise SettingsError(
+                f"CT_ROLLOUT_INSUFFICIENT_TRAFFIC {self.rollout_insufficient_traffic!r}: expected one of "
+                f"{INSUFFICIENT_TRAFFIC_ACTIONS}"
+            )
         if self.window_shrink_action not in WINDOW_SHRINK_ACTIONS:
             raise SettingsError(
                 f"CT_WINDOW_SHRINK_ACTION {self.window_shrink_action!r}: expected one of {WINDOW_SHRINK_ACTIONS}"
@@ -455,6 +547,12 @@ class Settings:
             )
         if not 1 <= self.drift_windows_required <= self.drift_windows_considered:
             raise SettingsError("need 1 <= CT_DRIFT_WINDOWS_REQUIRED <= CT_DRIFT_WINDOWS_CONSIDERED")
+        if not self.serving_poll_seconds > 0:
+            raise SettingsError(f"CT_SERVING_POLL_SECONDS must be > 0, got {self.serving_poll_seconds}")
+        if not 0.0 <= self.shadow_percent <= 100.0:
+            raise SettingsError(f"CT_SHADOW_PERCENT must be in [0, 100], got {self.shadow_percent}")
+        if self.shadow_queue_size < 1:
+            raise SettingsError(f"CT_SHADOW_QUEUE_SIZE must be at least 1, got {self.shadow_queue_size}")
         if self.slice_column and self.slice_column not in self.categorical_columns:
             raise SettingsError(f"CT_SLICE_COLUMN {self.slice_column!r} must be one of the categorical columns")
 
@@ -507,7 +605,7 @@ def _shown_default(value: Any) -> str:
     if isinstance(value, float):
         return f"`{value:g}`"
     if isinstance(value, tuple):
-        return f"`{','.join(value)}`"
+        return f"`{','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}`"
     return f"`{value}`"
 
 

@@ -3,7 +3,8 @@
 A :class:`DeploymentTarget` knows how to make an endpoint serve a version and which version it
 serves. Targets:
 
-- ``local`` (:class:`LocalEndpoint`): this package's endpoint, through ``POST /admin/reload``.
+- ``local`` (:class:`LocalEndpoint`): this package's endpoint, through its admin routes, which write
+  the desired deployment every replica follows (direct deployment, shadow and canary rollouts).
 
 ``CT_DEPLOYMENT_TARGET=none`` promotes without deploying (no target is built).
 
@@ -42,15 +43,33 @@ class SmokeTestFailed(ContinuousTrainingError):
 
 
 class DeploymentTarget(Protocol):
-    """An endpoint that can serve a version, say which it serves, and stop serving."""
+    """An endpoint that can serve a version, say which it serves, stop serving, and roll a candidate out."""
 
     name: str
 
-    def deploy(self, version: str) -> None: ...
+    def deploy(self, version: str) -> int: ...
 
     def unload(self) -> None: ...
 
+    def rollout_state(self) -> dict[str, Any] | None: ...
+
     def serving_version(self) -> str | None: ...
+
+    def start_rollout(
+        self,
+        candidate: str,
+        mode: str,
+        canary_percent: float = 0.0,
+        shadow_percent: float | None = None,
+        reason: str = "",
+        updated_by: str = "admin",
+    ) -> int: ...
+
+    def promote_candidate(self, reason: str = "", updated_by: str = "admin") -> int: ...
+
+    def abort_rollout(self, reason: str = "", updated_by: str = "admin") -> int: ...
+
+    def wait_converged(self, generation: int, timeout: float = 60.0) -> dict[str, Any]: ...
 
 
 def http_json(
@@ -77,30 +96,135 @@ def http_json(
 
 @dataclass
 class LocalEndpoint:
-    """This package's serving endpoint."""
+    """This package's serving endpoint (one replica's URL, or a load balancer in front of several).
+
+    Every change is written to the desired deployment all replicas follow
+    (:mod:`include.continuous_training.rollout_state`) through the endpoint's admin routes:
+    :meth:`deploy` (direct: champion := version) and :meth:`unload` wait until the replica behind
+    ``url`` serves it; :meth:`start_rollout`, :meth:`promote_candidate` and :meth:`abort_rollout`
+    return the new generation at once, and :meth:`wait_converged` waits for it.
+    """
 
     url: str
     token: str | None
     name: str = "local"
 
-    def deploy(self, version: str) -> None:
+    def _admin(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
         if not self.token:
-            raise DeploymentError("CT_SERVING_ADMIN_TOKEN is not set: cannot ask the endpoint to reload")
+            raise DeploymentError(f"CT_SERVING_ADMIN_TOKEN is not set: cannot call {path} on the endpoint")
         try:
-            status, payload = http_json(
-                "POST", f"{self.url}/admin/reload", {"version": version}, self.token, timeout=180
-            )
+            return http_json(method, f"{self.url}{path}", body, self.token, timeout=timeout)
         except (urllib.error.URLError, OSError) as error:
             raise DeploymentError(f"endpoint {self.url} unreachable: {error}", retryable=True) from error
+
+    def deploy(self, version: str) -> int:
+        """Direct deployment of ``version`` (candidate cleared); returns once the replica behind ``url``
+        serves it in every worker. The generation written."""
+        status, payload = self._admin("POST", "/admin/reload", {"version": version}, timeout=180)
         if status != 200 or str(payload.get("model_version")) != str(version):
-            raise DeploymentError(f"endpoint {self.url} refused version {version}: HTTP {status} {payload}")
-        log.info("endpoint %s serves version %s on %s worker(s)", self.url, version, payload.get("workers"))
+            # 409 (does not load, or lost a write race) and 422 cannot change on retry; 503/504 may.
+            raise DeploymentError(
+                f"endpoint {self.url} refused version {version}: HTTP {status} {payload}",
+                retryable=status in {503, 504},
+            )
+        log.info(
+            "endpoint %s serves version %s on %s worker(s), generation %s",
+            self.url,
+            version,
+            payload.get("workers"),
+            payload.get("generation"),
+        )
+        return int(payload["generation"])
 
     def unload(self) -> None:
         """Nothing to roll back to (first deployment): stop serving rather than serve a failed model."""
-        status, payload = http_json("POST", f"{self.url}/admin/unload", {}, self.token)
+        status, payload = self._admin("POST", "/admin/unload", {})
         if status != 200:
             raise DeploymentError(f"endpoint {self.url} refused to unload: HTTP {status} {payload}")
+
+    def rollout_state(self) -> dict[str, Any] | None:
+        """The stored desired deployment (``DesiredDeployment.as_dict()``), or None when none was written."""
+        status, payload = self._admin("GET", "/admin/rollout")
+        if status != 200:
+            raise DeploymentError(f"endpoint {self.url}: GET /admin/rollout HTTP {status} {payload}", retryable=True)
+        stored = payload.get("stored")
+        return dict(stored["state"]) if stored else None
+
+    def _write(self, body: dict[str, Any], what: str) -> int:
+        status, payload = self._admin("POST", "/admin/rollout", body)
+        if status != 200:
+            raise DeploymentError(
+                f"endpoint {self.url} refused to {what}: HTTP {status} {payload}", retryable=status in {503, 504}
+            )
+        generation = int(payload["generation"])
+        log.info("endpoint %s: %s, generation %d: %s", self.url, what, generation, payload.get("state"))
+        return generation
+
+    def start_rollout(
+        self,
+        candidate: str,
+        mode: str,
+        canary_percent: float = 0.0,
+        shadow_percent: float | None = None,
+        reason: str = "",
+        updated_by: str = "admin",
+    ) -> int:
+        """Roll ``candidate`` out beside the current champion (``mode`` shadow or canary; call again for
+        the next canary step); the new generation. ``shadow_percent`` None: the endpoint's
+        ``CT_SHADOW_PERCENT``."""
+        body: dict[str, Any] = {
+            "candidate": str(candidate),
+            "mode": mode,
+            "canary_percent": canary_percent,
+            "reason": reason,
+            "updated_by": updated_by,
+        }
+        if shadow_percent is not None:
+            body["shadow_percent"] = shadow_percent
+        return self._write(body, f"roll out version {candidate} ({mode})")
+
+    def promote_candidate(self, reason: str = "", updated_by: str = "admin") -> int:
+        """The candidate becomes the champion (direct mode), if the state is still the one read here."""
+        state = self.rollout_state()
+        if not state or not state.get("candidate"):
+            raise DeploymentError(f"endpoint {self.url}: no candidate to promote (state: {state})")
+        body = {
+            "champion": state["candidate"],
+            "candidate": None,
+            "mode": "direct",
+            "reason": reason or f"promote version {state['candidate']}",
+            "updated_by": updated_by,
+            "expected_generation": state["generation"],
+        }
+        return self._write(body, f"promote version {state['candidate']}")
+
+    def abort_rollout(self, reason: str = "", updated_by: str = "admin") -> int:
+        """Clear the candidate; the champion stays and answers every request (direct mode)."""
+        body = {"candidate": None, "mode": "direct", "reason": reason or "abort rollout", "updated_by": updated_by}
+        return self._write(body, "abort the rollout")
+
+    def wait_converged(self, generation: int, timeout: float = 60.0) -> dict[str, Any]:
+        """Wait until the replica behind ``url`` applied ``generation`` (or a later one) in every worker;
+        its ``/metadata`` ``deployment`` section. :class:`DeploymentError` (retryable) on timeout.
+
+        Behind a load balancer each call reaches one replica: call it per replica URL to know them all.
+        """
+        deadline = time.monotonic() + timeout
+        seen: Any = None
+        while True:
+            try:
+                _, payload = http_json("GET", f"{self.url}/metadata", timeout=10)
+                seen = payload.get("deployment") if isinstance(payload, dict) else payload
+            except (urllib.error.URLError, OSError) as error:
+                seen = str(error)
+            if isinstance(seen, dict) and int(seen.get("generation") or 0) >= generation and seen.get("converged"):
+                return seen
+            if time.monotonic() > deadline:
+                raise DeploymentError(
+                    f"endpoint {self.url} did not apply generation {generation} in {timeout:.0f}s: {seen}",
+                    retryable=True,
+                )
+            time.sleep(0.2)
 
     def serving_version(self) -> str | None:
         try:
@@ -128,6 +252,24 @@ def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> 
     if rolled_back is not None and (champion is None or str(champion.version) != rolled_back):
         retire_challenger(client, settings, rolled_back)
     return str(champion.version) if champion is not None else None
+
+
+def complete_rollout(settings: Settings, version: str, updated_by: str) -> None:
+    """After a rollout's last stage: every replica serves ``version`` as the champion (idempotent).
+
+    A re-run finds it done and changes nothing; a state that holds another candidate (someone started
+    another rollout meanwhile) is refused rather than overwritten.
+    """
+    target = target_for(settings)
+    state = target.rollout_state() or {}
+    if str(state.get("champion")) == version and not state.get("candidate"):
+        return
+    if str(state.get("candidate")) != version:
+        raise DeploymentError(
+            f"cannot promote version {version} at the endpoint: its desired state is {state}", retryable=False
+        )
+    generation = target.promote_candidate(reason=f"rollout of version {version} passed", updated_by=updated_by)
+    target.wait_converged(generation, timeout=180)
 
 
 def target_for(settings: Settings) -> DeploymentTarget:
@@ -208,11 +350,15 @@ def smoke_test(
     p99_budget_ms: float,
     task: str = "binary",
     expected_labels: list[Any] | None = None,
+    path: str = "/predict",
+    token: str | None = None,
 ) -> SmokeReport:
     """One request per golden record; compare with the offline predictions of the same model.
 
     ``expected``: per record the offline P(positive) (binary), ``{class: p}`` (multiclass) or the
     prediction (regression); ``expected_labels``: the offline class of each record (classifiers).
+    ``path``: the route (``/admin/predict?variant=candidate`` for a candidate that takes no traffic
+    yet, with the admin ``token``).
     """
     labels = expected_labels or [None] * len(records)
     latencies, diffs = [], []
@@ -221,7 +367,7 @@ def smoke_test(
     for record, offline, offline_label in zip(records, expected, labels, strict=True):
         started = time.perf_counter()
         try:
-            status, payload = http_json("POST", f"{url}/predict", record, timeout=10)
+            status, payload = http_json("POST", f"{url}{path}", record, token=token, timeout=10)
         except (urllib.error.URLError, OSError) as error:
             status, payload = 0, str(error)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -252,8 +398,14 @@ def smoke_test(
     )
 
 
-def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str) -> SmokeReport:
-    """Golden set from this run's holdout; offline scores from the registered version itself."""
+def run_smoke_test(
+    s3: Any, settings: Settings, data: TrainingData, version: str, variant: str | None = None
+) -> SmokeReport:
+    """Golden set from this run's holdout; offline scores from the registered version itself.
+
+    ``variant="candidate"``: the version is loaded beside the champion for a rollout and answers no
+    caller yet; the golden set goes to ``/admin/predict?variant=candidate`` (authenticated, not logged).
+    """
     from include.continuous_training.registry import load_model
     from include.continuous_training.storage import read_parquet_uri
 
@@ -263,7 +415,12 @@ def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str
     import pandas as pd
 
     expected, labels = offline_predictions(model, pd.DataFrame.from_records(records), settings.decision_threshold)
-    return smoke_test(settings.serving_url, version, records, expected, settings.smoke_p99_ms, model.spec.task, labels)
+    path, token = (
+        ("/predict", None) if variant is None else (f"/admin/predict?variant={variant}", settings.serving_admin_token)
+    )
+    return smoke_test(
+        settings.serving_url, version, records, expected, settings.smoke_p99_ms, model.spec.task, labels, path, token
+    )
 
 
 def offline_predictions(model: Any, frame: pd.DataFrame, threshold: float) -> tuple[list[Any], list[Any] | None]:

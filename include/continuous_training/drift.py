@@ -1,6 +1,8 @@
 """Daily drift check of the endpoint's traffic against the champion's reference sample.
 
-- :func:`read_inference_window` reads the inference log rows of a time window from S3.
+- :func:`read_inference_window` reads the inference log rows of a time window from S3: by default
+  only those the champion answered (:func:`champion_served`); a rollout's candidate rows and the
+  champion's off-path (shadow) scores are not the traffic the reference describes.
 - :func:`load_reference` reads the reference sample logged with the *current* champion, so the
   reference follows the champion when the alias moves.
 - :func:`compute_drift` runs Evidently 0.7's ``DataDriftPreset`` on the features plus a ``ValueDrift``
@@ -38,8 +40,26 @@ Action = Literal["retrain", "no_drift", "skip"]
 
 
 # -- data ---------------------------------------------------------------------------------------------
-def read_inference_window(s3: S3Client, settings: Settings, start: datetime, end: datetime) -> pd.DataFrame:
-    """Inference-log rows with ``start <= predicted_at < end`` (UTC), from the date partitions it spans."""
+def champion_served(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose score answered the caller and came from the champion (``variant`` champion,
+    ``served`` true). Rows logged before rollouts existed have neither column: they are the champion's."""
+    keep = None
+    if "variant" in rows.columns:
+        keep = rows["variant"].isna() | (rows["variant"] == "champion")
+    if "served" in rows.columns:
+        served = rows["served"].map(lambda value: value is None or value != value or bool(value))  # null: served
+        keep = served if keep is None else keep & served.astype(bool)
+    return rows if keep is None else rows[keep.astype(bool)].reset_index(drop=True)
+
+
+def read_inference_window(
+    s3: S3Client, settings: Settings, start: datetime, end: datetime, champion_only: bool = True
+) -> pd.DataFrame:
+    """Inference-log rows with ``start <= predicted_at < end`` (UTC), from the date partitions it spans.
+
+    ``champion_only``: only the rows the champion answered (:func:`champion_served`), which is what
+    drift and realized performance are about; False: every variant's rows too (rollout analysis).
+    """
     import pandas as pd
 
     frames = []
@@ -53,7 +73,8 @@ def read_inference_window(s3: S3Client, settings: Settings, start: datetime, end
         return pd.DataFrame()
     rows = pd.concat(frames, ignore_index=True)
     stamp = rows["predicted_at"].astype(float)
-    return rows[(stamp >= start.timestamp()) & (stamp < end.timestamp())].reset_index(drop=True)
+    rows = rows[(stamp >= start.timestamp()) & (stamp < end.timestamp())].reset_index(drop=True)
+    return champion_served(rows) if champion_only else rows
 
 
 def read_feedback(s3: S3Client, settings: Settings) -> pd.DataFrame:

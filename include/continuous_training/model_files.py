@@ -52,6 +52,7 @@ PREFIX_FOLDERS = {
     "inference_prefix": "inference/",
     "feedback_prefix": "feedback/",
     "reports_prefix": "reports/",
+    "serving_state_prefix": "serving/",
 }
 # The same for every model of a deployment: these stay in the environment / Airflow.
 DEPLOYMENT_WIDE = frozenset(

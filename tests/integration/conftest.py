@@ -145,6 +145,21 @@ class Endpoint:
         except urllib.error.HTTPError as error:
             return int(error.code), json.loads(error.read() or b"null")
 
+    def post_bytes(self, path: str, body: Any) -> tuple[int, bytes]:
+        """POST JSON; the status and the response body exactly as it came (bytes)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(
+            self.url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status), bytes(response.read())
+        except urllib.error.HTTPError as error:
+            return int(error.code), bytes(error.read())
+
     def served_version(self) -> str | None:
         status, payload = self.get("/ready")
         return str(payload["model_version"]) if status == 200 else None
@@ -252,3 +267,32 @@ class CuttableProxy:
     def close(self) -> None:
         self.drop_all()
         self._server.close()
+
+
+def register_copy_of_version(settings: Any, s3: Any, version: str, name: str, change: Any) -> str:
+    """A new version of ``settings.model_name`` whose artifacts are a copy of ``version``'s, passed through
+    ``change(files: dict[relative path, bytes]) -> dict``; registered without alias. Its version."""
+    import uuid
+    from urllib.parse import urlparse
+
+    from include.continuous_training.registry import tracking_client
+
+    client = tracking_client(settings)
+    source = client.get_model_version(settings.model_name, version)
+    model_id = source.model_id or str(source.source).removeprefix("models:/")  # registered from models:/<model id>
+    # The tracking server proxies artifacts (mlflow-artifacts:/<path>) into s3://<bucket>/mlflow/<path>.
+    location = client.get_logged_model(model_id).artifact_location
+    assert location.startswith("mlflow-artifacts:"), location
+    path = urlparse(location).path.strip("/")
+    bucket, prefix = settings.s3_bucket, f"mlflow/{path}"
+    files = {}
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
+        files[item["Key"].removeprefix(prefix + "/")] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
+    assert "model.ubj" in files, sorted(files)
+    # MLflow registers a source only from inside the run's artifacts: the copy goes there.
+    run_artifacts = urlparse(client.get_run(str(source.run_id)).info.artifact_uri).path.strip("/")
+    copy = f"{run_artifacts}/tampered-{name}-{uuid.uuid4().hex[:8]}"
+    for relative, body in change(files).items():
+        s3.put_object(Bucket=bucket, Key=f"mlflow/{copy}/{relative}", Body=body)
+    created = client.create_model_version(settings.model_name, f"mlflow-artifacts:/{copy}", run_id=source.run_id)
+    return str(created.version)

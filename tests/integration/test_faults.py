@@ -92,10 +92,19 @@ def test_training_killed_mid_fit_then_retried_gives_exactly_one_version(isolated
     assert versions[0].run_id == model["run_id"]
 
 
-def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinished_deploy(isolated, tmp_path):
-    """Deploy v2 (not yet smoke-tested nor promoted), SIGKILL the endpoint, start it again: it must
-    serve the champion v1. Before the fix it resumed the half-finished deploy and served v2."""
-    from include.continuous_training.deployment import LocalEndpoint
+def test_an_endpoint_killed_mid_deploy_restarts_on_the_fleets_state_and_the_rollback_brings_the_champion_back(
+    isolated, tmp_path
+):
+    """Deploy v2 (not yet smoke-tested nor promoted), SIGKILL the endpoint, start it again.
+
+    The desired deployment lives in S3 for every replica (issue 16), so the restarted process serves
+    what the others serve, v2, instead of drifting apart from them. What keeps an unfinished deploy
+    from staying is the DAG: its smoke test fails against the dead endpoint and the rollback task
+    (``rollback_to_champion``) writes the champion back, which every replica, restarted or not, follows.
+    Before shared state the restarted endpoint alone fell back to
+    the champion, and a fleet of several would have split between versions.
+    """
+    from include.continuous_training.deployment import LocalEndpoint, rollback_to_champion
     from include.continuous_training.registry import promote_champion
     from tests.integration.conftest import Endpoint
 
@@ -125,13 +134,21 @@ def test_an_endpoint_killed_mid_deploy_restarts_on_the_champion_not_the_unfinish
     try:
         assert first.served_version() == v1
         LocalEndpoint(first.url, env["CT_SERVING_ADMIN_TOKEN"]).deploy(v2)
-        assert first.served_version() == v2  # deployed, but the run dies before smoke test and promotion
+        assert first.served_version() == v2  # deployed, but the endpoint dies before smoke test and promotion
         first.kill()
     finally:
         first.stop()  # a failure above must not leave the endpoint running (a killed one: nothing to do)
 
     second = started()
     try:
+        assert second.served_version() == v2, "a restarted replica must serve what the fleet serves"
+        rolled = dataclasses.replace(
+            settings,
+            serving_url=second.url,
+            serving_admin_token=env["CT_SERVING_ADMIN_TOKEN"],
+            deployment_target="local",
+        )
+        assert rollback_to_champion(rolled, rolled_back=v2) == v1
         assert second.served_version() == v1
         assert client.get_model_version_by_alias(settings.model_name, "champion").version == v1
     finally:

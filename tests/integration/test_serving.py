@@ -9,7 +9,6 @@ import re
 import secrets
 import time
 import uuid
-from urllib.parse import urlparse
 
 import pandas as pd
 import pytest
@@ -19,7 +18,7 @@ from devtools.services import free_port
 from include.continuous_training.config import load_settings
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
-from tests.integration.conftest import Endpoint, land_and_curate
+from tests.integration.conftest import Endpoint, land_and_curate, register_copy_of_version
 
 FEATURES = list(load_settings({}).feature_columns)
 
@@ -143,7 +142,9 @@ def test_admin_routes_need_the_token(endpoint):
     assert _admin(endpoint, "/admin/unload", f"Bearer {endpoint.token}x") == 401
     assert endpoint.served_version() == "1"
     status, payload = endpoint.post("/admin/reload", {"alias": "champion"}, token=endpoint.token)
-    assert (status, payload) == (200, {"model_version": "1", "workers": 2})
+    assert status == 200, payload
+    assert (payload["model_version"], payload["workers"]) == ("1", 2)
+    assert payload["generation"] >= 1  # written to the desired deployment every replica follows
 
 
 def test_with_no_token_configured_every_admin_call_is_refused(champion, tmp_path):
@@ -437,25 +438,7 @@ class _Tripwire:
 def _register_copy_of_champion(settings, s3, name: str, change) -> str:
     """A new version of the served model whose artifacts are a copy of version 1's, passed through
     ``change(files: dict[relative path, bytes]) -> dict``; registered without alias. Its version."""
-    client = tracking_client(settings)
-    v1 = client.get_model_version(settings.model_name, "1")
-    model_id = v1.model_id or str(v1.source).removeprefix("models:/")  # registered from models:/<model id>
-    # The tracking server proxies artifacts (mlflow-artifacts:/<path>) into s3://<bucket>/mlflow/<path>.
-    location = client.get_logged_model(model_id).artifact_location
-    assert location.startswith("mlflow-artifacts:"), location
-    path = urlparse(location).path.strip("/")
-    bucket, prefix = settings.s3_bucket, f"mlflow/{path}"
-    files = {}
-    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
-        files[item["Key"].removeprefix(prefix + "/")] = s3.get_object(Bucket=bucket, Key=item["Key"])["Body"].read()
-    assert "model.ubj" in files, sorted(files)
-    # MLflow registers a source only from inside the run's artifacts: the copy goes there.
-    run_artifacts = urlparse(client.get_run(str(v1.run_id)).info.artifact_uri).path.strip("/")
-    copy = f"{run_artifacts}/tampered-{name}-{uuid.uuid4().hex[:8]}"
-    for relative, body in change(files).items():
-        s3.put_object(Bucket=bucket, Key=f"mlflow/{copy}/{relative}", Body=body)
-    version = client.create_model_version(settings.model_name, f"mlflow-artifacts:/{copy}", run_id=v1.run_id)
-    return str(version.version)
+    return register_copy_of_version(settings, s3, "1", name, change)
 
 
 def _ubj_replaced_by_a_pickle(payload: bytes):

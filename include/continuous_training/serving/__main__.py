@@ -1,7 +1,9 @@
 """Run the endpoint: ``python -m include.continuous_training.serving [--model NAME] [--host H] [--port P]``.
 
 One endpoint serves one model: ``--model`` (or ``CT_MODEL``) names its model file; run one endpoint
-per model file, each with its own ``CT_SERVING_URL`` port and ``CT_SERVING_STATE_DIR``.
+per model file, each with its own ``CT_SERVING_URL`` port and ``CT_SERVING_STATE_DIR``. Replicas of
+one model (on one host or many, behind a load balancer) each have their own state directory and
+follow the same desired deployment in S3 (:mod:`include.continuous_training.rollout_state`).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     # Metrics and heartbeats of a previous run would be counted as live workers: start clean.
     for stale in ("prometheus", "workers"):
         shutil.rmtree(settings.serving_state_dir / stale, ignore_errors=True)
-    # A (re)started endpoint serves the registry's champion. The desired version a previous process
-    # was told to serve may belong to a deploy that never passed its smoke test (the process died
-    # mid-deploy): resuming it would serve a model that did not pass every gate.
-    (settings.serving_state_dir / "desired.json").unlink(missing_ok=True)
+    # A (re)started endpoint follows the desired deployment in S3, as every other replica does (with
+    # none stored: the registry's champion). Nothing local says what to serve: the desired-version
+    # file of endpoints before shared state is removed, and so is a stale nudge.
+    for stale in ("desired.json", "deployment.nudge"):
+        (settings.serving_state_dir / stale).unlink(missing_ok=True)
     (settings.serving_state_dir / "workers").mkdir(parents=True, exist_ok=True)
     uvicorn.run(
         "include.continuous_training.serving.app:create_app",

@@ -3,17 +3,44 @@
 Routes:
 
 - ``POST /predict``: one record (a JSON object) or a batch (a JSON array, or ``{"records": [...]}``).
-  Every record is checked against the served model's feature spec; problems come back as 4xx with
+  Every record is checked against the champion's feature spec; problems come back as 4xx with
   field-level messages (``loc`` = record index and field), never a 500. The response carries
-  ``prediction_id`` and ``model_version``, and what the served model predicts (its ``task``):
+  ``prediction_id`` and ``model_version``, and what the answering model predicts (its ``task``):
   binary ``probability`` (of the positive class) and ``label`` (the class value); multiclass
   ``label``, ``probability`` (of that class) and ``probabilities`` (``{class: p}``); regression
   ``prediction``.
-- ``GET /health`` (process alive), ``GET /ready`` (a model is loaded), ``GET /metadata``,
-  ``GET /metrics`` (Prometheus, aggregated over all workers).
-- ``POST /admin/reload`` with ``{"version": "7"}`` or ``{"alias": "champion"}`` and
-  ``Authorization: Bearer <CT_SERVING_ADMIN_TOKEN>``; ``POST /admin/unload`` (serve nothing). Without a
-  configured token every admin request is refused with 401.
+- ``GET /health`` (process alive), ``GET /ready`` (a champion is loaded), ``GET /metadata`` (the
+  champion's run, data manifest and decision, and ``deployment``: the generation, mode, shares and
+  versions this worker applied, every worker of this replica, ``converged``), ``GET /metrics``
+  (Prometheus, aggregated over all workers; per variant: ``ct_variant_*``).
+- Admin, with ``Authorization: Bearer <CT_SERVING_ADMIN_TOKEN>`` (without a configured token every
+  admin request is refused with 401). Each writes the desired deployment every replica follows
+  (:mod:`..rollout_state`), after proving here that every version it names loads (409 if not):
+
+  - ``POST /admin/reload`` ``{"version": "7"}`` or ``{"alias": "champion"}``: direct deployment
+    (champion := that version, candidate cleared); answers once every worker of this replica serves
+    it: ``{"model_version", "workers", "generation"}``;
+  - ``POST /admin/unload``: serve nothing (same answer, ``model_version`` null);
+  - ``POST /admin/rollout`` ``{"mode", "candidate", "canary_percent", "shadow_percent", "champion",
+    "reason", "updated_by", "expected_generation"}`` (``champion`` defaults to the current one,
+    ``shadow_percent`` to ``CT_SHADOW_PERCENT``; with ``expected_generation`` the write is refused
+    with 409 unless the stored generation is that one): ``{"generation", "state"}``, without waiting;
+  - ``GET /admin/rollout``: the stored state (``stored``) and what this worker applied (``applied``).
+
+Modes at request time (the state's ``mode``):
+
+- ``direct``: the champion answers; the response is what it always was.
+- ``shadow``: the champion answers (the same bytes as ``direct``); ``shadow_percent`` of requests are
+  scored by the candidate off the response path (:mod:`.variants`: bounded queue, dropped when full).
+- ``canary``: the candidate answers the records whose entity (:func:`..rollout_state.entity_key`: the
+  id column, else the record) falls under ``canary_percent``; if it fails on them the champion
+  answers instead and the error counts against the candidate. A batch response carries
+  ``model_version`` per prediction (the top-level one is the champion's); ``shadow_percent`` of
+  requests are also scored off the path by the variant that did not answer.
+
+Inference-log rows name their ``variant`` (``champion`` / ``candidate``), whether they were
+``served`` (answered the caller), the variant's ``latency_ms`` for the request (encode + predict) and
+an ``error``; both variants' rows of one record share its ``prediction_id``.
 
 The request path uses orjson and numpy only: no pandas, no pydantic models per request.
 """
@@ -29,7 +56,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request, Response
 
@@ -69,6 +96,42 @@ class Metrics:
             "Values of a categorical feature the model never saw (scored as missing)",
             ["feature"],
         )
+        # Per variant (champion / candidate) of a rollout; in direct mode every request is the champion's.
+        self.variant_requests = Counter(
+            "ct_variant_requests_total",
+            "Requests a variant scored; served: whether its answer went to the caller",
+            ["variant", "served"],
+        )
+        self.variant_errors = Counter(
+            "ct_variant_errors_total", "Requests a variant failed to score (the champion answered instead)", ["variant"]
+        )
+        self.variant_latency = Histogram(
+            "ct_variant_scoring_seconds",
+            "Time a variant took to score a request (encode + predict, no HTTP)",
+            ["variant"],
+            buckets=LATENCY_BUCKETS,
+        )
+        self.variant_scores = Histogram(
+            "ct_variant_score",
+            "Scores per variant (classifiers; see ct_prediction_score)",
+            ["variant"],
+            buckets=SCORE_BUCKETS,
+        )
+        self.variant_values = Summary("ct_variant_value", "Predicted values per variant (regression)", ["variant"])
+        self.shadow_dropped = Counter(
+            "ct_shadow_dropped_total", "Off-path scoring samples dropped because the queue was full"
+        )
+        self.deployment_generation = Gauge(
+            "ct_deployment_generation", "Desired-deployment generation applied per worker", multiprocess_mode="liveall"
+        )
+        self.candidate_version = Gauge(
+            "ct_candidate_version", "Candidate version served per worker (0: none)", multiprocess_mode="liveall"
+        )
+        # Bound once: .labels() per request costs more than the increment.
+        self.champion_served = self.variant_requests.labels("champion", "true")
+        self.champion_latency = self.variant_latency.labels("champion")
+        self.champion_scores = self.variant_scores.labels("champion")
+        self.champion_values = self.variant_values.labels("champion")
 
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest, multiprocess
@@ -254,16 +317,18 @@ def encode_records(records: list[Any], model: Any, metrics: Metrics | None = Non
     return matrix, errors
 
 
-def predictions_of(spec: Any, output: Any, threshold: float) -> list[dict[str, Any]]:
+def predictions_of(spec: Any, output: Any, threshold: float, ids: list[str] | None = None) -> list[dict[str, Any]]:
     """One response entry per row of the model's output (:meth:`FeatureSpec.predict`), with ``score``:
     the number the inference log keeps (P(positive), P(predicted class), or the prediction).
 
     Binary: ``probability`` and ``label`` (positive at ``probability >= threshold``); multiclass:
     ``label``, ``probability`` of it and ``probabilities`` per class; regression: ``prediction``.
+    ``ids``: the rows' ``prediction_id`` (fresh ones when None).
     """
     import numpy as np
 
-    ids = [uuid.uuid4().hex for _ in range(len(output))]
+    if ids is None:
+        ids = [uuid.uuid4().hex for _ in range(len(output))]
     if spec.task == "regression":
         return [
             {"prediction_id": i, "prediction": value, "score": value}
@@ -289,16 +354,45 @@ def predictions_of(spec: Any, output: Any, threshold: float) -> list[dict[str, A
     ]
 
 
+class VariantFailed(Exception):
+    """The candidate (or a shadow variant) could not score records the champion accepted."""
+
+
+def _clean(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as the client sent it (without the champion's unknown-category note)."""
+    return {k: v for k, v in record.items() if k != UNKNOWN_CATEGORIES_FIELD}
+
+
 def create_app(settings: Settings | None = None) -> Any:
     """The ASGI app; one per worker process."""
+    import random
+
     import orjson
 
+    from include.continuous_training.rollout_state import (
+        MODES,
+        DeploymentConflict,
+        DeploymentStateError,
+        DesiredDeployment,
+        Mode,
+        canary_bucket,
+        entity_key,
+    )
     from include.continuous_training.serving.inference_log import InferenceLog
-    from include.continuous_training.serving.model_store import ModelStore
+    from include.continuous_training.serving.model_store import ModelStore, ServedModel, Serving
+    from include.continuous_training.serving.variants import ShadowJob, ShadowScorer
 
     settings = settings or load_settings()
     metrics = Metrics(settings.serving_state_dir / "prometheus")
-    store = ModelStore(settings, on_tick=lambda model: metrics.model_version.set(float(model.version) if model else 0))
+
+    def on_tick(serving: Serving) -> None:
+        metrics.model_version.set(float(serving.champion.version) if serving.champion else 0)
+        metrics.candidate_version.set(float(serving.candidate.version) if serving.candidate else 0)
+        metrics.deployment_generation.set(serving.generation)
+
+    store = ModelStore(settings, on_tick=on_tick)
+    threshold = settings.decision_threshold
+    id_column = settings.id_column  # empty: the table has no id column; canary keys on the record itself
 
     def log_columns() -> list[str]:
         model = store.current
@@ -309,6 +403,10 @@ def create_app(settings: Settings | None = None) -> Any:
             "model_version",
             "score",
             "label",
+            "variant",  # champion / candidate
+            "served",  # did this row's score answer the caller
+            "latency_ms",  # this variant's scoring time for the request (encode + predict)
+            "error",  # why this variant could not score the row (null when it did)
             settings.row_id_column,  # null for a request that sends no id
             UNKNOWN_CATEGORIES_FIELD,
             *features,
@@ -318,11 +416,144 @@ def create_app(settings: Settings | None = None) -> Any:
         settings, log_columns, on_written=metrics.log_written.inc, on_dropped=metrics.log_dropped.inc
     )
 
+    def observe(variant: str, served: bool, model: ServedModel, scores: list[float], seconds: float) -> None:
+        metrics.variant_requests.labels(variant, "true" if served else "false").inc()
+        metrics.variant_latency.labels(variant).observe(seconds)
+        series = (metrics.variant_scores if model.spec.is_classifier else metrics.variant_values).labels(variant)
+        for value in scores:
+            series.observe(value)
+
+    def log_rows(
+        records: list[dict[str, Any]],
+        predictions: list[dict[str, Any]],
+        version: str,
+        now: float,
+        variant: str,
+        served: bool,
+        latency_ms: float,
+    ) -> list[dict[str, Any]]:
+        rows = []
+        for record, prediction in zip(records, predictions, strict=True):
+            rows.append(
+                {
+                    **record,
+                    "prediction_id": prediction["prediction_id"],
+                    "predicted_at": now,
+                    "model_version": version,
+                    "score": prediction.pop("score"),
+                    "label": prediction.get("label"),
+                    "variant": variant,
+                    "served": served,
+                    "latency_ms": latency_ms,
+                    "error": None,
+                }
+            )
+        return rows
+
+    def error_rows(
+        records: list[dict[str, Any]], ids: list[str], version: str, now: float, variant: str, ms: float, error: str
+    ) -> list[dict[str, Any]]:
+        return [
+            {
+                **record,
+                "prediction_id": prediction_id,
+                "predicted_at": now,
+                "model_version": version,
+                "score": None,
+                "label": None,
+                "variant": variant,
+                "served": False,
+                "latency_ms": ms,
+                "error": error[:500],
+            }
+            for record, prediction_id in zip(records, ids, strict=True)
+        ]
+
+    def score_variant(model: ServedModel, records: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
+        """``model``'s predictions for records the champion accepted; :class:`VariantFailed` when it cannot."""
+        try:
+            matrix, errors = encode_records(records, model)
+            if errors:
+                first = errors[0]
+                raise VariantFailed(f"version {model.version} refuses {first['loc']}: {first['msg']}")
+            return predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold, ids)
+        except VariantFailed:
+            raise
+        except Exception as error:  # whatever a broken model raises, the champion answers instead
+            raise VariantFailed(f"version {model.version}: {type(error).__name__}: {error}") from error
+
+    def score_off_path(jobs: list[ShadowJob]) -> None:
+        """Jobs of one model in the shadow thread: score, count, log (``served=false``).
+
+        The jobs' records are encoded one job at a time and predicted in one call; each job's
+        ``latency_ms`` is its own encoding plus that whole call (for one job: exactly its scoring time).
+        """
+        import numpy as np
+
+        model, variant = jobs[0].model, jobs[0].variant
+        encoded: list[tuple[ShadowJob, list[dict[str, Any]], Any, float]] = []
+        rows: list[dict[str, Any]] = []
+
+        def failed(job: ShadowJob, records: list[dict[str, Any]], seconds: float, error: str) -> None:
+            metrics.variant_requests.labels(variant, "false").inc()
+            metrics.variant_errors.labels(variant).inc()
+            metrics.variant_latency.labels(variant).observe(seconds)
+            rows.extend(
+                error_rows(records, job.prediction_ids, model.version, job.predicted_at, variant, seconds * 1000, error)
+            )
+
+        for job in jobs:
+            records = [_clean(r) for r in job.records]
+            started = time.perf_counter()
+            try:
+                matrix, errors = encode_records(records, model)
+            except Exception as error:
+                failed(job, records, time.perf_counter() - started, f"version {model.version}: {error!r}")
+                continue
+            if errors:
+                first = errors[0]
+                message = f"version {model.version} refuses {first['loc']}: {first['msg']}"
+                failed(job, records, time.perf_counter() - started, message)
+                continue
+            encoded.append((job, records, matrix, time.perf_counter() - started))
+        if encoded:
+            started = time.perf_counter()
+            try:
+                stacked = np.vstack([matrix for _, _, matrix, _ in encoded]) if len(encoded) > 1 else encoded[0][2]
+                output = model.spec.predict(model.booster, stacked)
+                predicted = time.perf_counter() - started
+            except Exception as error:  # whatever a broken model raises
+                predicted = time.perf_counter() - started
+                for job, records, _, encoding in encoded:
+                    message = f"version {model.version}: {type(error).__name__}: {error}"
+                    failed(job, records, encoding + predicted, message)
+            else:
+                at = 0
+                for job, records, _, encoding in encoded:
+                    began = time.perf_counter()
+                    part = output[at : at + len(records)]
+                    at += len(records)
+                    predictions = predictions_of(model.spec, part, threshold, job.prediction_ids)
+                    seconds = encoding + predicted + time.perf_counter() - began
+                    observe(variant, False, model, [p["score"] for p in predictions], seconds)
+                    rows.extend(
+                        log_rows(records, predictions, model.version, job.predicted_at, variant, False, seconds * 1000)
+                    )
+        inference_log.append(rows)
+
+    shadow = ShadowScorer(settings.shadow_queue_size, score_off_path, metrics.shadow_dropped.inc)
+
+    def sampled(serving: Serving) -> bool:
+        percent = serving.state.shadow_percent if serving.state else 0.0
+        return percent >= 100.0 or (percent > 0.0 and random.random() * 100.0 < percent)  # noqa: S311  # nosec B311
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
         store.start()
         inference_log.start()
+        shadow.start()
         yield
+        shadow.close()
         inference_log.close()
         store.stop()
 
@@ -332,6 +563,17 @@ def create_app(settings: Settings | None = None) -> Any:
 
     def json_response(payload: Any, status: int = 200) -> Response:
         return Response(content=orjson.dumps(payload), status_code=status, media_type="application/json")
+
+    def deployment_info(serving: Serving) -> dict[str, Any]:
+        """What this worker applied, and whether every worker of this replica did."""
+        workers = store.workers()
+        return {
+            **serving.summary(),
+            "desired": serving.state.as_dict() if serving.state else None,
+            "converged": store.converged(workers),
+            "workers": [{k: w.get(k) for k in ("pid", "generation", "mode", "version", "candidate")} for w in workers],
+            "last_error": store.last_error,
+        }
 
     @app.get("/health")
     async def health() -> Response:
@@ -346,10 +588,11 @@ def create_app(settings: Settings | None = None) -> Any:
 
     @app.get("/metadata")
     async def metadata() -> Response:
-        model = store.current
-        if model is None:
-            return json_response({"detail": "no model loaded"}, 503)
-        return json_response(_metadata(settings, model))
+        serving = store.serving
+        if serving.champion is None:
+            return json_response({"detail": "no model loaded", "deployment": deployment_info(serving)}, 503)
+        info = _metadata(settings, serving.champion)
+        return json_response({**info, "deployment": deployment_info(serving)})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -358,39 +601,124 @@ def create_app(settings: Settings | None = None) -> Any:
 
     def score(body: bytes) -> tuple[int, bytes]:
         """One /predict call: (status, JSON body). Shared by the route and the raw ASGI fast path."""
-        model = store.current  # this request finishes on this model even if a swap happens meanwhile
+        serving = store.serving  # this request finishes on these models even if a swap happens meanwhile
+        model = serving.champion
         if model is None:
             return 503, orjson.dumps({"detail": "no model loaded yet"})
         try:
             records, single = parse_records(body, settings)
         except RequestError as error:
             return error.status, orjson.dumps({"detail": error.detail})
+        if serving.mode == "canary" and serving.candidate is not None:
+            return score_canary(serving, model, serving.candidate, records, single)
+        started = time.perf_counter()
         matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
         spec = model.spec
         output = spec.predict(model.booster, matrix)
         now = time.time()
-        predictions = predictions_of(spec, output, settings.decision_threshold)
-        rows = []
-        for record, prediction in zip(records, predictions, strict=True):
-            score_value = prediction.pop("score")
-            rows.append(
-                {
-                    **record,
-                    "prediction_id": prediction["prediction_id"],
-                    "predicted_at": now,
-                    "model_version": model.version,
-                    "score": score_value,
-                    "label": prediction.get("label"),
-                }
-            )
-            (metrics.scores if spec.is_classifier else metrics.values).observe(score_value)
+        predictions = predictions_of(spec, output, threshold)
+        seconds = time.perf_counter() - started
+        rows = log_rows(records, predictions, model.version, now, "champion", True, seconds * 1000)
+        scores = (
+            (metrics.scores, metrics.champion_scores)
+            if spec.is_classifier
+            else (metrics.values, metrics.champion_values)
+        )
+        for row in rows:
+            scores[0].observe(row["score"])
+            scores[1].observe(row["score"])
         metrics.predictions.inc(len(records))
+        metrics.champion_served.inc()
+        metrics.champion_latency.observe(seconds)
         inference_log.append(rows)
+        if serving.candidate is not None and sampled(serving):  # shadow: the candidate scores it off the path
+            ids = [p["prediction_id"] for p in predictions]
+            shadow.submit(ShadowJob(serving.candidate, "candidate", records, ids, now))
         if single:
             return 200, orjson.dumps({**predictions[0], "model_version": model.version})
         return 200, orjson.dumps({"model_version": model.version, "predictions": predictions})
+
+    def score_canary(
+        serving: Serving, champion: ServedModel, candidate: ServedModel, records: list[Any], single: bool
+    ) -> tuple[int, bytes]:
+        """Canary: the candidate answers the records of its entities; the champion the rest, and any the
+        candidate fails on (counted against the candidate, never against the caller)."""
+        percent = serving.state.canary_percent if serving.state else 0.0
+        routed = [
+            isinstance(r, dict) and canary_bucket(entity_key(r, id_column), candidate.version) < percent
+            for r in records
+        ]
+        started = time.perf_counter()
+        matrix, errors = encode_records(records, champion, metrics)  # the champion's contract decides a 4xx
+        if errors:
+            return 422, orjson.dumps({"detail": errors})
+        encoded = time.perf_counter() - started
+        now = time.time()
+        ids = [uuid.uuid4().hex for _ in records]
+        answers: list[tuple[dict[str, Any], str] | None] = [None] * len(records)
+        rows: list[dict[str, Any]] = []
+        chosen = [i for i, to_candidate in enumerate(routed) if to_candidate]
+        if chosen:
+            picked = [_clean(records[i]) for i in chosen]
+            picked_ids = [ids[i] for i in chosen]
+            began = time.perf_counter()
+            try:
+                predictions = score_variant(candidate, picked, picked_ids)
+            except VariantFailed as error:
+                seconds = time.perf_counter() - began
+                metrics.variant_requests.labels("candidate", "false").inc()
+                metrics.variant_errors.labels("candidate").inc()
+                metrics.variant_latency.labels("candidate").observe(seconds)
+                rows += error_rows(picked, picked_ids, candidate.version, now, "candidate", seconds * 1000, str(error))
+                chosen = []
+            else:
+                seconds = time.perf_counter() - began
+                observe("candidate", True, candidate, [p["score"] for p in predictions], seconds)
+                rows += log_rows(picked, predictions, candidate.version, now, "candidate", True, seconds * 1000)
+                for i, prediction in zip(chosen, predictions, strict=True):
+                    answers[i] = (prediction, candidate.version)
+        rest = [i for i, answer in enumerate(answers) if answer is None]
+        if rest:
+            began = time.perf_counter()
+            output = champion.spec.predict(champion.booster, matrix[rest] if chosen else matrix)
+            predictions = predictions_of(champion.spec, output, threshold, [ids[i] for i in rest])
+            seconds = encoded + time.perf_counter() - began
+            scores = [p["score"] for p in predictions]
+            observe("champion", True, champion, scores, seconds)
+            for value in scores:
+                (metrics.scores if champion.spec.is_classifier else metrics.values).observe(value)
+            rows += log_rows(
+                [records[i] for i in rest], predictions, champion.version, now, "champion", True, seconds * 1000
+            )
+            for i, prediction in zip(rest, predictions, strict=True):
+                answers[i] = (prediction, champion.version)
+        metrics.predictions.inc(len(records))
+        inference_log.append(rows)
+        if sampled(serving):  # the variant that did not answer scores the same records off the path
+            if chosen:
+                shadow.submit(
+                    ShadowJob(champion, "champion", [records[i] for i in chosen], [ids[i] for i in chosen], now)
+                )
+            scored_by_champion = [i for i in rest if not routed[i]]  # not those the candidate just failed on
+            if scored_by_champion:
+                shadow.submit(
+                    ShadowJob(
+                        candidate,
+                        "candidate",
+                        [records[i] for i in scored_by_champion],
+                        [ids[i] for i in scored_by_champion],
+                        now,
+                    )
+                )
+        done = [answer for answer in answers if answer is not None]
+        if single:
+            prediction, version = done[0]
+            return 200, orjson.dumps({**prediction, "model_version": version})
+        return 200, orjson.dumps(
+            {"model_version": champion.version, "predictions": [{**p, "model_version": v} for p, v in done]}
+        )
 
     @app.post("/predict")
     async def predict(request: Request) -> Response:
@@ -398,49 +726,234 @@ def create_app(settings: Settings | None = None) -> Any:
         status, payload = score(await request.body())
         return Response(content=payload, status_code=status, media_type="application/json")
 
+    # -- admin: write the desired deployment every replica follows -----------------------------------
     def authorized(request: Request) -> bool:
         token = settings.serving_admin_token
         given = request.headers.get("authorization", "")
         return bool(token) and hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+    async def json_body(request: Request) -> dict[str, Any]:
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise RequestError(400, "body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError(422, "expected a JSON object")
+        return body
+
+    async def write_state(change: Any, wait: bool) -> Response | tuple[Any, list[dict[str, Any]]]:
+        """CAS-write the desired deployment; with ``wait``, until every worker of this replica applied it."""
+        import asyncio
+
+        try:
+            stored = await asyncio.to_thread(store.write, change)
+        except DeploymentConflict as error:
+            return json_response({"detail": str(error)}, 409)
+        except DeploymentStateError as error:
+            return json_response({"detail": str(error)}, 422)
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        except Exception as error:  # the store (S3) refused or is unreachable: nothing was written
+            return json_response(
+                {"detail": f"cannot write the desired deployment: {type(error).__name__}: {error}"}, 503
+            )
+        if not wait:
+            return stored, []
+        try:
+            workers = await asyncio.to_thread(store.wait_for_state, stored, 120.0)
+        except TimeoutError as error:
+            return json_response({"detail": str(error), "generation": stored.state.generation}, 504)
+        return stored, workers
+
+    async def loaded(version: str, asked: str | None = None) -> Response | None:
+        """None when ``version`` loads in this worker (proof before anyone is told to serve it); else a 409
+        naming what was ``asked`` for (an alias, or the version)."""
+        import asyncio
+
+        try:
+            await asyncio.to_thread(store.model, version)
+        except Exception as error:
+            what = repr(asked or version) + ("" if asked in (None, version) else f" (version {version})")
+            return json_response({"detail": f"cannot load {what}: {type(error).__name__}: {error}"}, 409)
+        return None
+
+    def who(body: dict[str, Any], default_reason: str) -> tuple[str, str]:
+        by, reason = body.get("updated_by", "admin"), body.get("reason", default_reason)
+        if not isinstance(by, str) or not isinstance(reason, str):
+            raise RequestError(422, "updated_by and reason must be text")
+        return by or "admin", reason
+
+    @app.post("/admin/predict")
+    async def admin_predict(request: Request) -> Response:
+        """Score with one variant, ``?variant=candidate`` (or ``champion``): the smoke test of a candidate
+        that takes no traffic yet. Authenticated; the body and the response are those of ``/predict``; not
+        written to the inference log (it is not live traffic: drift and rollout analyses never see it)."""
+        if not authorized(request):
+            return json_response({"detail": "missing or wrong bearer token"}, 401)
+        variant = request.query_params.get("variant", "champion")
+        if variant not in ("champion", "candidate"):
+            return json_response({"detail": f"variant {variant!r}: expected 'champion' or 'candidate'"}, 422)
+        serving = store.serving
+        model = serving.candidate if variant == "candidate" else serving.champion
+        if model is None:
+            return json_response({"detail": f"this replica serves no {variant}"}, 409)
+        try:
+            records, single = parse_records(await request.body(), settings)
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        matrix, errors = encode_records(records, model)
+        if errors:
+            return json_response({"detail": errors}, 422)
+        predictions = predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold)
+        for prediction in predictions:
+            prediction.pop("score")
+        if single:
+            return json_response({**predictions[0], "model_version": model.version})
+        return json_response({"model_version": model.version, "predictions": predictions})
 
     @app.post("/admin/unload")
     async def unload(request: Request) -> Response:
         """Serve nothing (a failed first deployment has no previous model to go back to)."""
         if not authorized(request):
             return json_response({"detail": "missing or wrong bearer token"}, 401)
-        import asyncio
-
-        store.publish(None)
         try:
-            workers = await asyncio.to_thread(store.wait_for_all, None, 60.0)
-        except TimeoutError as error:
-            return json_response({"detail": str(error)}, 504)
-        return json_response({"model_version": None, "workers": len(workers)})
+            by, reason = who(await json_body(request), "unload")
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        written = await write_state(
+            lambda current: DesiredDeployment(champion=None, updated_by=by, reason=reason), wait=True
+        )
+        if isinstance(written, Response):
+            return written
+        stored, workers = written
+        return json_response({"model_version": None, "workers": len(workers), "generation": stored.state.generation})
 
     @app.post("/admin/reload")
     async def reload(request: Request) -> Response:
+        """Direct deployment: champion := the version (or alias), candidate cleared, on every replica."""
         if not authorized(request):
             return json_response({"detail": "missing or wrong bearer token"}, 401)
         try:
-            body = orjson.loads(await request.body() or b"{}")
-        except orjson.JSONDecodeError:
-            return json_response({"detail": "body is not valid JSON"}, 400)
-        target = str(body.get("version") or body.get("alias") or "champion") if isinstance(body, dict) else ""
-        if not target:
-            return json_response({"detail": 'expected {"version": "N"} or {"alias": "name"}'}, 422)
+            body = await json_body(request)
+            by, reason = who(body, "")
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        target = str(body.get("version") or body.get("alias") or "champion")
         import asyncio
 
         try:
             version = await asyncio.to_thread(store.resolve, target)
-            await asyncio.to_thread(store.activate, version)  # proves it loads before anyone switches
         except Exception as error:
             return json_response({"detail": f"cannot load {target!r}: {type(error).__name__}: {error}"}, 409)
-        store.publish(version)
+        refused = await loaded(version, target)
+        if refused is not None:
+            return refused
+        written = await write_state(
+            lambda current: DesiredDeployment(champion=version, updated_by=by, reason=reason or f"reload {target}"),
+            wait=True,
+        )
+        if isinstance(written, Response):
+            return written
+        stored, workers = written
+        return json_response({"model_version": version, "workers": len(workers), "generation": stored.state.generation})
+
+    rollout_fields = {
+        "champion",
+        "candidate",
+        "mode",
+        "canary_percent",
+        "shadow_percent",
+        "reason",
+        "updated_by",
+        "expected_generation",
+    }
+
+    @app.get("/admin/rollout")
+    async def rollout_state(request: Request) -> Response:
+        """The desired deployment as stored now, and what this worker applied."""
+        if not authorized(request):
+            return json_response({"detail": "missing or wrong bearer token"}, 401)
+        import asyncio
+
         try:
-            workers = await asyncio.to_thread(store.wait_for_all, version, 120.0)
-        except TimeoutError as error:
-            return json_response({"detail": str(error)}, 504)
-        return json_response({"model_version": version, "workers": len(workers)})
+            stored = await asyncio.to_thread(store.deployments.read)
+        except Exception as error:
+            return json_response(
+                {"detail": f"cannot read the desired deployment: {type(error).__name__}: {error}"}, 503
+            )
+        return json_response(
+            {
+                "stored": {"state": stored.state.as_dict(), "etag": stored.etag} if stored else None,
+                "applied": deployment_info(store.serving),
+            }
+        )
+
+    @app.post("/admin/rollout")
+    async def rollout(request: Request) -> Response:
+        """Write a new desired deployment (``mode``, ``candidate``, shares; ``champion`` defaults to the
+        current one). Every version is proved to load here first; returns the new generation."""
+        if not authorized(request):
+            return json_response({"detail": "missing or wrong bearer token"}, 401)
+        import asyncio
+
+        try:
+            body = await json_body(request)
+            unknown = sorted(set(body) - rollout_fields)
+            if unknown:
+                raise RequestError(422, f"unknown field(s) {unknown}; expected some of {sorted(rollout_fields)}")
+            by, reason = who(body, "")
+            mode = body.get("mode")
+            if mode not in MODES:
+                raise RequestError(422, f"mode: expected one of {list(MODES)}, got {mode!r}")
+            if mode == "canary" and "canary_percent" not in body:
+                raise RequestError(422, "canary_percent: required for mode canary")
+            expected = body.get("expected_generation")
+            if expected is not None and (isinstance(expected, bool) or not isinstance(expected, int)):
+                raise RequestError(422, f"expected_generation: expected a whole number, got {expected!r}")
+            versions: dict[str, str | None] = {}
+            for name in ("champion", "candidate"):
+                value = body.get(name)
+                if value is None:
+                    versions[name] = None
+                elif isinstance(value, bool) or not isinstance(value, str | int) or not str(value):
+                    raise RequestError(422, f"{name}: expected a version (or an alias), got {value!r}")
+                else:
+                    try:
+                        versions[name] = await asyncio.to_thread(store.resolve, str(value))
+                    except Exception as error:
+                        raise RequestError(409, f"{name}: cannot resolve {value!r}: {error}") from None
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        for version in versions.values():
+            if version is not None:
+                refused = await loaded(version)
+                if refused is not None:
+                    return refused
+        fallback_champion = store.current.version if store.current else None
+
+        def change(current: DesiredDeployment | None) -> DesiredDeployment:
+            if expected is not None and (current.generation if current else 0) != expected:
+                raise DeploymentConflict(
+                    f"expected generation {expected}, the stored one is {current.generation if current else 0}"
+                )
+            champion = versions["champion"] if "champion" in body else None
+            if "champion" not in body:
+                champion = current.champion if current else fallback_champion
+            return DesiredDeployment(
+                champion=champion,
+                candidate=versions["candidate"],
+                mode=cast("Mode", mode),
+                canary_percent=body.get("canary_percent", 0.0),
+                shadow_percent=body.get("shadow_percent", settings.shadow_percent),
+                updated_by=by,
+                reason=reason,
+            )
+
+        written = await write_state(change, wait=False)
+        if isinstance(written, Response):
+            return written
+        stored, _ = written
+        return json_response({"generation": stored.state.generation, "state": stored.state.as_dict()})
 
     return RequestMetrics(app, metrics, score, settings.serving_max_body_bytes)
 
