@@ -15,7 +15,7 @@ from devtools.datasets import BatchSpec, generate_batch
 from include.continuous_training.deployment import LocalEndpoint
 from include.continuous_training.registry import tracking_client
 from tests.integration.conftest import Endpoint, Webhook, land_and_curate, run_dag
-from tests.integration.test_deployment import LoadLoop, _record
+from tests.integration.test_deployment import LoadLoop, request_record
 
 DAG_ID = "train_and_deploy"
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
@@ -85,12 +85,12 @@ def test_a_good_candidate_goes_shadow_then_canary_then_champion_with_zero_failed
     _first_champion(dagbag, settings, endpoint, s3)
 
     land_and_curate(s3, settings, _day(1, rows=10000))
-    records = [_record(generate_batch(BatchSpec(rows=400, seed=99)), i) for i in range(400)]
+    records = [request_record(generate_batch(BatchSpec(rows=400, seed=99)), i) for i in range(400)]
     with LoadLoop(endpoint, records) as load:
         second = run_dag(dagbag, DAG_ID)
 
-    stages = ("start_shadow", "wait_for_shadow_traffic", "analyze_shadow")
-    stages += ("start_canary_50", "wait_for_canary_50_traffic", "analyze_canary_50")
+    stages = [f"{step}_{stage}" for stage in ("shadow", "canary_50") for step in ("start", "analyze")]
+    stages += [f"wait_for_{stage}_traffic" for stage in ("shadow", "canary_50")]
     assert {task: second.states_of(task) for task in (*stages, "promote_champion", "rollback_deployment")} == {
         **{task: {-1: "success"} for task in (*stages, "promote_champion")},
         "rollback_deployment": {-1: "skipped"},
@@ -103,6 +103,7 @@ def test_a_good_candidate_goes_shadow_then_canary_then_champion_with_zero_failed
     assert state is not None
     assert (state["champion"], state["candidate"], state["mode"]) == ("2", None, "direct")
     run_id = client.get_model_version(settings.model_name, "2").run_id
+    assert run_id is not None
     for stage in ("shadow", "canary_50"):
         record = json.loads(Path(client.download_artifacts(run_id, f"rollout/{stage}.json")).read_text())
         assert record["verdict"] == "pass", record
