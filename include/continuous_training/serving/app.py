@@ -469,6 +469,13 @@ def create_app(settings: Settings | None = None) -> Any:
             for record, prediction_id in zip(records, ids, strict=True)
         ]
 
+    def predict_variant(model: ServedModel, matrix: Any, ids: list[str]) -> list[dict[str, Any]]:
+        """``model``'s predictions for an encoded matrix; :class:`VariantFailed` when it cannot."""
+        try:
+            return predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold, ids)
+        except Exception as error:  # whatever a broken model raises, the champion answers instead
+            raise VariantFailed(f"version {model.version}: {type(error).__name__}: {error}") from error
+
     def score_variant(model: ServedModel, records: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
         """``model``'s predictions for records the champion accepted; :class:`VariantFailed` when it cannot."""
         try:
@@ -504,6 +511,9 @@ def create_app(settings: Settings | None = None) -> Any:
 
         for job in jobs:
             records = [_clean(r) for r in job.records]
+            if job.matrix is not None:  # encoded on the request path (both variants encode alike)
+                encoded.append((job, records, job.matrix, job.encoded_seconds))
+                continue
             started = time.perf_counter()
             try:
                 matrix, errors = encode_records(records, model)
@@ -615,6 +625,7 @@ def create_app(settings: Settings | None = None) -> Any:
         matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
+        encoded = time.perf_counter() - started
         spec = model.spec
         output = spec.predict(model.booster, matrix)
         now = time.time()
@@ -635,7 +646,8 @@ def create_app(settings: Settings | None = None) -> Any:
         inference_log.append(rows)
         if serving.candidate is not None and sampled(serving):  # shadow: the candidate scores it off the path
             ids = [p["prediction_id"] for p in predictions]
-            shadow.submit(ShadowJob(serving.candidate, "candidate", records, ids, now))
+            reuse = matrix if serving.same_encoding else None
+            shadow.submit(ShadowJob(serving.candidate, "candidate", records, ids, now, reuse, encoded))
         if single:
             return 200, orjson.dumps({**predictions[0], "model_version": model.version})
         return 200, orjson.dumps({"model_version": model.version, "predictions": predictions})
@@ -665,7 +677,11 @@ def create_app(settings: Settings | None = None) -> Any:
             picked_ids = [ids[i] for i in chosen]
             began = time.perf_counter()
             try:
-                predictions = score_variant(candidate, picked, picked_ids)
+                if serving.same_encoding:  # the champion's matrix is the candidate's too: no second encoding
+                    began -= encoded  # ...but its latency counts that encoding, as the champion's does
+                    predictions = predict_variant(candidate, matrix[chosen], picked_ids)
+                else:
+                    predictions = score_variant(candidate, picked, picked_ids)
             except VariantFailed as error:
                 seconds = time.perf_counter() - began
                 metrics.variant_requests.labels("candidate", "false").inc()
@@ -697,21 +713,15 @@ def create_app(settings: Settings | None = None) -> Any:
         metrics.predictions.inc(len(records))
         inference_log.append(rows)
         if sampled(serving):  # the variant that did not answer scores the same records off the path
-            if chosen:
-                shadow.submit(
-                    ShadowJob(champion, "champion", [records[i] for i in chosen], [ids[i] for i in chosen], now)
-                )
             scored_by_champion = [i for i in rest if not routed[i]]  # not those the candidate just failed on
-            if scored_by_champion:
-                shadow.submit(
-                    ShadowJob(
-                        candidate,
-                        "candidate",
-                        [records[i] for i in scored_by_champion],
-                        [ids[i] for i in scored_by_champion],
-                        now,
-                    )
-                )
+            for model, variant, indices in (
+                (champion, "champion", chosen),
+                (candidate, "candidate", scored_by_champion),
+            ):
+                if indices:
+                    reuse = matrix[indices] if serving.same_encoding or model is champion else None
+                    job_records, job_ids = [records[i] for i in indices], [ids[i] for i in indices]
+                    shadow.submit(ShadowJob(model, variant, job_records, job_ids, now, reuse, encoded))
         done = [answer for answer in answers if answer is not None]
         if single:
             prediction, version = done[0]
