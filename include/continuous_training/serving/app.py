@@ -416,10 +416,25 @@ def create_app(settings: Settings | None = None) -> Any:
         settings, log_columns, on_written=metrics.log_written.inc, on_dropped=metrics.log_dropped.inc
     )
 
+    bound: dict[tuple[str, bool, bool], tuple[Any, Any, Any]] = {}
+
+    def variant_series(variant: str, served: bool, classifier: bool) -> tuple[Any, Any, Any]:
+        """``variant``'s request counter (this ``served``), latency and score series, bound once (``.labels()``
+        per request costs more than the increment)."""
+        key = (variant, served, classifier)
+        if key not in bound:
+            values = metrics.variant_scores if classifier else metrics.variant_values
+            bound[key] = (
+                metrics.variant_requests.labels(variant, "true" if served else "false"),
+                metrics.variant_latency.labels(variant),
+                values.labels(variant),
+            )
+        return bound[key]
+
     def observe(variant: str, served: bool, model: ServedModel, scores: list[float], seconds: float) -> None:
-        metrics.variant_requests.labels(variant, "true" if served else "false").inc()
-        metrics.variant_latency.labels(variant).observe(seconds)
-        series = (metrics.variant_scores if model.spec.is_classifier else metrics.variant_values).labels(variant)
+        requests, latency, series = variant_series(variant, served, model.spec.is_classifier)
+        requests.inc()
+        latency.observe(seconds)
         for value in scores:
             series.observe(value)
 
@@ -492,8 +507,9 @@ def create_app(settings: Settings | None = None) -> Any:
     def score_off_path(jobs: list[ShadowJob]) -> None:
         """Jobs of one model in the shadow thread: score, count, log (``served=false``).
 
-        The jobs' records are encoded one job at a time and predicted in one call; each job's
-        ``latency_ms`` is its own encoding plus that whole call (for one job: exactly its scoring time).
+        The jobs' records are encoded one job at a time (unless the request path's matrix fits) and
+        predicted in one call; each job's ``latency_ms`` is its own encoding plus that whole call (for
+        one job: exactly its scoring time).
         """
         import numpy as np
 
@@ -538,16 +554,21 @@ def create_app(settings: Settings | None = None) -> Any:
                     message = f"version {model.version}: {type(error).__name__}: {error}"
                     failed(job, records, encoding + predicted, message)
             else:
+                ids = [prediction_id for job, _, _, _ in encoded for prediction_id in job.prediction_ids]
+                predictions = predictions_of(model.spec, output, threshold, ids)
+                predicted = time.perf_counter() - started
+                requests, latency, scores = variant_series(variant, False, model.spec.is_classifier)
+                requests.inc(len(encoded))
                 at = 0
                 for job, records, _, encoding in encoded:
-                    began = time.perf_counter()
-                    part = output[at : at + len(records)]
+                    part = predictions[at : at + len(records)]
                     at += len(records)
-                    predictions = predictions_of(model.spec, part, threshold, job.prediction_ids)
-                    seconds = encoding + predicted + time.perf_counter() - began
-                    observe(variant, False, model, [p["score"] for p in predictions], seconds)
+                    seconds = encoding + predicted
+                    latency.observe(seconds)
+                    for prediction in part:
+                        scores.observe(prediction["score"])
                     rows.extend(
-                        log_rows(records, predictions, model.version, job.predicted_at, variant, False, seconds * 1000)
+                        log_rows(records, part, model.version, job.predicted_at, variant, False, seconds * 1000)
                     )
         inference_log.append(rows)
 

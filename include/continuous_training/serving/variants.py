@@ -55,8 +55,8 @@ class ShadowScorer:
         size: int,
         score: Callable[[list[ShadowJob]], None],
         on_dropped: Callable[[], None],
-        max_batch: int = 64,
-        linger: float = 0.005,
+        max_batch: int = 256,
+        linger: float = 0.02,
     ) -> None:
         self._jobs: queue.Queue[ShadowJob | object] = queue.Queue(maxsize=size)
         self._score = score
