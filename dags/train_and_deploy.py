@@ -25,7 +25,14 @@ the drift report URI and its decision). One run at a time.
      data manifest and this run → **deploy_challenger** (the endpoint loads it beside the old model and
      swaps atomically) → **smoke_test** (golden set over HTTP equals offline predictions, p99 within
      budget, zero errors) → **promote_champion** (alias `champion` moves, the old one keeps
-     `previous_champion`). Deploy or smoke test fails → **rollback_deployment** puts the endpoint back
+     `previous_champion`). With `CT_ROLLOUT=shadow`, `canary` or `shadow,canary` the challenger is
+     loaded beside the champion without traffic, smoke-tested through `/admin/predict?variant=candidate`,
+     then each stage runs **start_<stage>** (the desired deployment every replica follows) →
+     **wait_for_<stage>_traffic** (deferred: `CT_ROLLOUT_MIN_REQUESTS` candidate-scored requests or
+     `CT_ROLLOUT_MAX_MINUTES`) → **analyze_<stage>** (error rate, p99, PSI / KS, label agreement,
+     realized metric on the same live traffic; the record in the log and in MLflow `rollout/`); a
+     failing stage, or too little traffic (`CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback`), rolls back.
+     Deploy, smoke test or a stage fails → **rollback_deployment** puts the endpoint back
      on the champion, aliases unchanged, the run fails and an alert fires. With
      `CT_DEPLOYMENT_TARGET=none` the deploy steps skip and the champion alias moves directly;
    - **reject_challenger** → nothing registered, champion untouched, the run tagged rejected, an alert;
@@ -49,6 +56,8 @@ from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
 from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
+from include.continuous_training.rollout import rollout_stages
+from include.continuous_training.sensors import WaitForRolloutTraffic
 
 HYPERPARAMETER_SCHEMA = {
     name: {"type": "integer" if kind is int else "number"} for name, kind in TUNABLE_PARAMS.items()
@@ -59,6 +68,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
     """This DAG for one model file."""
     settings = load_settings(model=model_file)
     curated_batches = curated_batches_asset(model_file, settings)
+    stages = rollout_stages(settings)  # CT_ROLLOUT as the parsing process sees it (environment, model file)
 
     @dag(
         dag_id=model_file.dag_id("train_and_deploy"),
@@ -207,7 +217,14 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                     raise NothingToDo("CT_DEPLOYMENT_TARGET=none: promoting without deploying")
                 champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
                 context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
-                target_for(settings).deploy(version)  # unreachable: retried; refused: fails at once
+                target = target_for(settings)
+                if stages and champion is not None:  # loaded beside the champion, no traffic until the first stage
+                    generation = target.start_rollout(
+                        version, "shadow", shadow_percent=0.0, reason="smoke test", updated_by=context["run_id"]
+                    )
+                    target.wait_converged(generation, timeout=180)
+                else:  # direct, or the first model: nothing to roll out beside
+                    target.deploy(version)  # unreachable: retried; refused: fails at once
             return Deployment(version=version, previous=str(champion.version) if champion else None)
 
         @task
@@ -221,7 +238,8 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             s3 = s3_client_from_connection(settings.aws_conn_id)
             with task_outcome():
-                report = run_smoke_test(s3, settings, data, deployment["version"])
+                variant = "candidate" if stages and deployment["previous"] is not None else None
+                report = run_smoke_test(s3, settings, data, deployment["version"], variant=variant)
                 print(f"smoke test of version {deployment['version']}: {report.reason()}")
                 if not report.passed:
                     raise SmokeTestFailed(f"smoke test failed for version {deployment['version']}: {report.reason()}")
@@ -251,15 +269,76 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             return restored
 
         @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
-        def promote_champion(version: str) -> dict[str, str | None]:
-            """Alias `champion` → this version; the previous one keeps `previous_champion`."""
+        def promote_champion(version: str, **context: Any) -> dict[str, str | None]:
+            """Alias `champion` → this version; the previous one keeps `previous_champion`; after a
+            rollout, every endpoint replica serves it as the champion."""
+            from include.continuous_training.deployment import complete_rollout
             from include.continuous_training.registry import promote_champion as promote
             from include.continuous_training.registry import tracking_client
 
             settings = task_settings(
                 model_file
             )  # environment, then the model file, then Airflow Variables, then defaults
-            return promote(tracking_client(settings), settings, version)
+            with task_outcome():
+                aliases = promote(tracking_client(settings), settings, version)
+                if stages and settings.deployment_target != "none":
+                    complete_rollout(settings, version, updated_by=context["run_id"])
+            return aliases
+
+        @task
+        def start_stage(deployment: Deployment, mode: str, percent: float, **context: Any) -> dict[str, Any]:
+            """Move the rollout to this stage in the shared desired state; wait until the endpoint applied it.
+
+            A first model has no champion to be compared with: the stages skip and it is promoted.
+            """
+            import time
+
+            from include.continuous_training.deployment import target_for
+            from include.continuous_training.errors import NothingToDo
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            version = deployment["version"]
+            with task_outcome():
+                if deployment["previous"] is None:
+                    raise NothingToDo(f"version {version} is the first model: no champion to roll out beside")
+                target = target_for(settings)
+                shadow, canary = (percent, 0.0) if mode == "shadow" else (None, percent)
+                generation = target.start_rollout(
+                    version,
+                    mode,
+                    canary_percent=canary,
+                    shadow_percent=shadow,
+                    reason=f"{mode} {percent:g}%",
+                    updated_by=context["run_id"],
+                )
+                target.wait_converged(generation, timeout=180)
+            print(f"rollout of version {version}: {mode} {percent:g}% (generation {generation})")
+            return {"started_at": time.time(), "generation": generation, "mode": mode, "percent": percent}
+
+        @task
+        def analyze_stage(
+            version: str, mode: str, percent: float, started: dict[str, Any], traffic: dict[str, Any], **context: Any
+        ) -> dict[str, Any]:
+            """Candidate against champion on this stage's live traffic → the analysis record (log, MLflow);
+            a failing stage (or too little traffic, unless `CT_ROLLOUT_INSUFFICIENT_TRAFFIC=proceed`) fails
+            here and `rollback_deployment` takes the candidate out."""
+            from include.continuous_training.rollout import Stage, judge_stage
+
+            settings = task_settings(
+                model_file
+            )  # environment, then the model file, then Airflow Variables, then defaults
+            with task_outcome():
+                analysis = judge_stage(
+                    settings,
+                    version,
+                    Stage(mode, percent),
+                    float(started["started_at"]),
+                    bool(traffic["deadline_passed"]),
+                    context["run_id"],
+                )
+            return analysis
 
         @task
         def reject_challenger(model: TrainedModel, **context: Any) -> None:
@@ -297,8 +376,25 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         chain(decision, [version, reject_challenger(model), report_dry_run(model)])
         deployment = deploy_challenger(version)
         smoke = smoke_test(deployment, data)
-        chain(smoke, promote_champion(version))
-        chain([deployment, smoke], rollback_deployment())
+        rollout: list[Any] = []  # CT_ROLLOUT's stages: start, wait for traffic (deferred), analyze
+        for stage in stages:
+            started = start_stage.override(task_id=f"start_{stage.slug}")(deployment, stage.mode, stage.percent)
+            traffic = WaitForRolloutTraffic(
+                task_id=f"wait_for_{stage.slug}_traffic",
+                stage_task_id=f"start_{stage.slug}",
+                aws_conn_id=settings.aws_conn_id,
+                model=model_file.name,
+                min_requests=settings.rollout_min_requests,
+                max_minutes=settings.rollout_max_minutes,
+                poke_interval=settings.sensor_poke_seconds,
+            )
+            verdict = analyze_stage.override(task_id=f"analyze_{stage.slug}")(
+                version, stage.mode, stage.percent, started, traffic.output
+            )
+            chain(rollout[-1] if rollout else smoke, started, traffic, verdict)
+            rollout += [started, traffic, verdict]
+        chain(rollout[-1] if rollout else smoke, promote_champion(version))
+        chain([deployment, smoke, *rollout], rollback_deployment())
 
     train_and_deploy()
 

@@ -60,6 +60,10 @@ DEPLOYMENT_TARGETS = ("local", "none")
 DISTRIBUTION_GUARD_ACTIONS = ("flag", "quarantine")
 # What a training window that lost most of its rows does: stop the run, or say so loudly and train.
 WINDOW_SHRINK_ACTIONS = ("fail", "warn")
+# How a model that passed the smoke test reaches traffic (rollout.py): the stages in order.
+ROLLOUT_STRATEGIES = ("direct", "shadow", "canary", "shadow,canary")
+# A rollout stage that did not see CT_ROLLOUT_MIN_REQUESTS by CT_ROLLOUT_MAX_MINUTES: undo it, or go on (loudly).
+INSUFFICIENT_TRAFFIC_ACTIONS = ("rollback", "proceed")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
 # The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
@@ -112,6 +116,13 @@ def _number(value: str) -> float:
     if not math.isfinite(number):
         raise ValueError("expected a finite number")
     return number
+
+
+def _numbers(value: str) -> tuple[float, ...]:
+    try:
+        return tuple(_number(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise ValueError("expected comma-separated numbers, e.g. 5,25,50") from None
 
 
 _TRUE = frozenset({"1", "true", "yes"})
@@ -393,6 +404,49 @@ class Settings:
     )
     smoke_requests: int = _setting(200, "CT_SMOKE_REQUESTS", "smoke test size")
     smoke_p99_ms: float = _setting(250.0, "CT_SMOKE_P99_MS", "smoke test latency budget (p99)")
+    rollout: str = _setting(
+        "direct",
+        "CT_ROLLOUT",
+        "after the smoke test: `direct` (all traffic at once), `shadow` (the candidate scores a sample off the "
+        "response path), `canary` (a growing share answered by the candidate, `CT_CANARY_STEPS`), or "
+        "`shadow,canary`; each stage waits for traffic, then an analysis on the same live traffic passes or "
+        "rolls back",
+    )
+    canary_steps: tuple[float, ...] = _setting(
+        (5.0, 25.0, 50.0),
+        "CT_CANARY_STEPS",
+        "canary shares of requests in percent, in order (comma-separated); promotion takes the rest",
+        kind=_Kind("numbers, comma-separated", _numbers),
+        shown="5,25,50",
+    )
+    rollout_min_requests: int = _setting(
+        500, "CT_ROLLOUT_MIN_REQUESTS", "candidate-scored requests a rollout stage waits for before its analysis"
+    )
+    rollout_max_minutes: float = _setting(
+        60.0, "CT_ROLLOUT_MAX_MINUTES", "longest a rollout stage waits for `CT_ROLLOUT_MIN_REQUESTS`"
+    )
+    rollout_insufficient_traffic: str = _setting(
+        "rollback",
+        "CT_ROLLOUT_INSUFFICIENT_TRAFFIC",
+        "a stage that saw too few requests by its deadline: `rollback`, or `proceed` (recorded as such, never silent)",
+    )
+    rollout_max_error_rate_increase: float = _setting(
+        0.01, "CT_ROLLOUT_MAX_ERROR_RATE_INCREASE", "candidate error rate may exceed the champion's by at most this"
+    )
+    rollout_max_p99_ratio: float = _setting(
+        1.5, "CT_ROLLOUT_MAX_P99_RATIO", "candidate p99 scoring latency may be at most this times the champion's ..."
+    )
+    rollout_p99_slack_ms: float = _setting(
+        5.0, "CT_ROLLOUT_P99_SLACK_MS", "... or the champion's plus this many ms, whichever is larger"
+    )
+    rollout_max_psi: float = _setting(
+        0.25, "CT_ROLLOUT_MAX_PSI", "population stability index of the candidate's scores against the champion's"
+    )
+    rollout_min_agreement: float = _setting(
+        0.8,
+        "CT_ROLLOUT_MIN_AGREEMENT",
+        "share of paired (shadow) requests where both models predict the same label (classifiers)",
+    )
     alert_webhook_url: str | None = _setting(
         None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
     )
@@ -458,6 +512,22 @@ class Settings:
             raise SettingsError(f"CT_MAX_FUTURE_SKEW_MINUTES must be >= 0, got {self.max_future_skew_minutes}")
         if not 0.0 <= self.window_shrink_tolerance <= 1.0:
             raise SettingsError(f"CT_WINDOW_SHRINK_TOLERANCE must be in [0, 1], got {self.window_shrink_tolerance}")
+        if self.rollout not in ROLLOUT_STRATEGIES:
+            raise SettingsError(f"CT_ROLLOUT {self.rollout!r}: expected one of {ROLLOUT_STRATEGIES}")
+        if (
+            not self.canary_steps
+            or any(not 0 < b <= 100 for b in self.canary_steps)
+            or list(self.canary_steps) != sorted(set(self.canary_steps))
+        ):
+            raise SettingsError(
+                f"CT_CANARY_STEPS {','.join(f'{b:g}' for b in self.canary_steps)!r}: expected increasing percentages "
+                "in (0, 100], e.g. 5,25,50"
+            )
+        if self.rollout_insufficient_traffic not in INSUFFICIENT_TRAFFIC_ACTIONS:
+            raise SettingsError(
+                f"CT_ROLLOUT_INSUFFICIENT_TRAFFIC {self.rollout_insufficient_traffic!r}: expected one of "
+                f"{INSUFFICIENT_TRAFFIC_ACTIONS}"
+            )
         if self.window_shrink_action not in WINDOW_SHRINK_ACTIONS:
             raise SettingsError(
                 f"CT_WINDOW_SHRINK_ACTION {self.window_shrink_action!r}: expected one of {WINDOW_SHRINK_ACTIONS}"
@@ -535,7 +605,7 @@ def _shown_default(value: Any) -> str:
     if isinstance(value, float):
         return f"`{value:g}`"
     if isinstance(value, tuple):
-        return f"`{','.join(value)}`"
+        return f"`{','.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}`"
     return f"`{value}`"
 
 

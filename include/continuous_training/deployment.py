@@ -51,6 +51,8 @@ class DeploymentTarget(Protocol):
 
     def unload(self) -> None: ...
 
+    def rollout_state(self) -> dict[str, Any] | None: ...
+
     def serving_version(self) -> str | None: ...
 
     def start_rollout(
@@ -252,6 +254,24 @@ def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> 
     return str(champion.version) if champion is not None else None
 
 
+def complete_rollout(settings: Settings, version: str, updated_by: str) -> None:
+    """After a rollout's last stage: every replica serves ``version`` as the champion (idempotent).
+
+    A re-run finds it done and changes nothing; a state that holds another candidate (someone started
+    another rollout meanwhile) is refused rather than overwritten.
+    """
+    target = target_for(settings)
+    state = target.rollout_state() or {}
+    if str(state.get("champion")) == version and not state.get("candidate"):
+        return
+    if str(state.get("candidate")) != version:
+        raise DeploymentError(
+            f"cannot promote version {version} at the endpoint: its desired state is {state}", retryable=False
+        )
+    generation = target.promote_candidate(reason=f"rollout of version {version} passed", updated_by=updated_by)
+    target.wait_converged(generation, timeout=180)
+
+
 def target_for(settings: Settings) -> DeploymentTarget:
     """The endpoint ``CT_DEPLOYMENT_TARGET`` names (``none`` has none: callers skip deploying)."""
     if settings.deployment_target == "local":
@@ -330,11 +350,15 @@ def smoke_test(
     p99_budget_ms: float,
     task: str = "binary",
     expected_labels: list[Any] | None = None,
+    path: str = "/predict",
+    token: str | None = None,
 ) -> SmokeReport:
     """One request per golden record; compare with the offline predictions of the same model.
 
     ``expected``: per record the offline P(positive) (binary), ``{class: p}`` (multiclass) or the
     prediction (regression); ``expected_labels``: the offline class of each record (classifiers).
+    ``path``: the route (``/admin/predict?variant=candidate`` for a candidate that takes no traffic
+    yet, with the admin ``token``).
     """
     labels = expected_labels or [None] * len(records)
     latencies, diffs = [], []
@@ -343,7 +367,7 @@ def smoke_test(
     for record, offline, offline_label in zip(records, expected, labels, strict=True):
         started = time.perf_counter()
         try:
-            status, payload = http_json("POST", f"{url}/predict", record, timeout=10)
+            status, payload = http_json("POST", f"{url}{path}", record, token=token, timeout=10)
         except (urllib.error.URLError, OSError) as error:
             status, payload = 0, str(error)
         latencies.append((time.perf_counter() - started) * 1000)
@@ -374,8 +398,14 @@ def smoke_test(
     )
 
 
-def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str) -> SmokeReport:
-    """Golden set from this run's holdout; offline scores from the registered version itself."""
+def run_smoke_test(
+    s3: Any, settings: Settings, data: TrainingData, version: str, variant: str | None = None
+) -> SmokeReport:
+    """Golden set from this run's holdout; offline scores from the registered version itself.
+
+    ``variant="candidate"``: the version is loaded beside the champion for a rollout and answers no
+    caller yet; the golden set goes to ``/admin/predict?variant=candidate`` (authenticated, not logged).
+    """
     from include.continuous_training.registry import load_model
     from include.continuous_training.storage import read_parquet_uri
 
@@ -385,7 +415,12 @@ def run_smoke_test(s3: Any, settings: Settings, data: TrainingData, version: str
     import pandas as pd
 
     expected, labels = offline_predictions(model, pd.DataFrame.from_records(records), settings.decision_threshold)
-    return smoke_test(settings.serving_url, version, records, expected, settings.smoke_p99_ms, model.spec.task, labels)
+    path, token = (
+        ("/predict", None) if variant is None else (f"/admin/predict?variant={variant}", settings.serving_admin_token)
+    )
+    return smoke_test(
+        settings.serving_url, version, records, expected, settings.smoke_p99_ms, model.spec.task, labels, path, token
+    )
 
 
 def offline_predictions(model: Any, frame: pd.DataFrame, threshold: float) -> tuple[list[Any], list[Any] | None]:

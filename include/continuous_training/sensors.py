@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, Param, PokeReturnValue
+from airflow.sdk import BaseOperator, BaseSensorOperator, Param, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSkipException
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
@@ -183,3 +183,115 @@ class NewLandingObjectsSensor(BaseSensorOperator):
             self.log.info(message)
             raise AirflowSkipException(message)
         raise RuntimeError(f"new-data trigger failed: {event.get('message')}")
+
+
+def _count_rollout_requests(aws_conn_id: str, model: str, since: float) -> dict[str, int]:
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.rollout import count_variant_requests
+    from include.continuous_training.storage import s3_client_from_connection
+
+    settings = load_settings(model=model or None)
+    return count_variant_requests(s3_client_from_connection(aws_conn_id), settings, since)
+
+
+class RolloutTrafficTrigger(BaseTrigger):
+    """Counts the inference log's rows per variant since a stage began, until there are enough or time is up."""
+
+    def __init__(
+        self, aws_conn_id: str, model: str, since: float, deadline: float, min_requests: int, poke_interval: float
+    ):
+        super().__init__()
+        self.aws_conn_id = aws_conn_id
+        self.model = model
+        self.since = since
+        self.deadline = deadline
+        self.min_requests = min_requests
+        self.poke_interval = poke_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "aws_conn_id": self.aws_conn_id,
+                "model": self.model,
+                "since": self.since,
+                "deadline": self.deadline,
+                "min_requests": self.min_requests,
+                "poke_interval": self.poke_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        from asgiref.sync import sync_to_async
+
+        count = sync_to_async(_count_rollout_requests)
+        while True:
+            try:
+                counts = await count(self.aws_conn_id, self.model, self.since)
+            except Exception as error:  # surface S3 errors to the task instead of looping silently
+                yield TriggerEvent({"status": "error", "message": f"{type(error).__name__}: {error}"})
+                return
+            scored = counts.get("candidate", 0)
+            if scored >= self.min_requests:
+                yield TriggerEvent({"status": "enough", "counts": counts, "deadline_passed": False})
+                return
+            if time.time() >= self.deadline:
+                yield TriggerEvent({"status": "deadline", "counts": counts, "deadline_passed": True})
+                return
+            self.log.info(
+                "%d of %d candidate-scored requests; next look in %.0fs", scored, self.min_requests, self.poke_interval
+            )
+            await asyncio.sleep(min(self.poke_interval, max(self.deadline - time.time(), 0.0)))
+
+
+class WaitForRolloutTraffic(BaseOperator):
+    """Wait, deferred (no worker slot), until a rollout stage has seen enough candidate-scored requests.
+
+    ``stage_task_id`` names the task that started the stage; its XCom holds ``started_at`` (a Unix
+    time). The wait ends after ``min_requests`` candidate-scored requests or ``max_minutes``, whichever
+    comes first; either way it returns ``{"counts": {...}, "deadline_passed": bool}`` and the analysis
+    task judges (too little traffic is the analysis's verdict, not a timeout here).
+    """
+
+    ui_color = "#fff3e0"
+
+    def __init__(
+        self,
+        *,
+        stage_task_id: str,
+        aws_conn_id: str,
+        model: str,
+        min_requests: int,
+        max_minutes: float,
+        poke_interval: float,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.stage_task_id = stage_task_id
+        self.aws_conn_id = aws_conn_id
+        self.model = model
+        self.min_requests = min_requests
+        self.max_minutes = max_minutes
+        self.poke_interval = poke_interval
+
+    def execute(self, context: Context) -> Any:
+        started = float(context["ti"].xcom_pull(task_ids=self.stage_task_id)["started_at"])
+        deadline = started + self.max_minutes * 60
+        self.defer(
+            trigger=RolloutTrafficTrigger(
+                aws_conn_id=self.aws_conn_id,
+                model=self.model,
+                since=started,
+                deadline=deadline,
+                min_requests=self.min_requests,
+                poke_interval=self.poke_interval,
+            ),
+            method_name="execute_complete",
+            timeout=timedelta(seconds=max(deadline - time.time(), 0.0) + 300),  # safety net: the trigger ends itself
+        )
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        if event.get("status") == "error":
+            raise RuntimeError(f"rollout traffic trigger failed: {event.get('message')}")
+        self.log.info("rollout stage traffic: %s (deadline passed: %s)", event["counts"], event["deadline_passed"])
+        return {"counts": event["counts"], "deadline_passed": bool(event["deadline_passed"])}

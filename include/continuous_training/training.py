@@ -212,21 +212,24 @@ def latest_training_manifest(
     """The newest ``manifest.json`` under the training prefix (by write time), and its URI; None if none.
 
     ``other_than``: a data hash whose folder is skipped (a re-run of the same data compares with the
-    training before it, not with itself).
+    training before it, not with itself). S3's ``LastModified`` has whole seconds: manifests written in
+    the same second are told apart by the ``written_at`` they record (microseconds).
     """
-    newest: tuple[datetime, str] | None = None
+    found: list[tuple[datetime, str]] = []
     paginator = client.get_paginator("list_objects_v2")
     for page in paginator.paginate(Bucket=settings.s3_bucket, Prefix=settings.training_prefix):
         for item in page.get("Contents", []):
             key = item["Key"]
             if not key.endswith("/manifest.json") or (other_than and key.endswith(f"/{other_than}/manifest.json")):
                 continue
-            if newest is None or item["LastModified"] > newest[0]:
-                newest = (item["LastModified"], key)
-    if newest is None:
+            found.append((item["LastModified"], key))
+    if not found:
         return None
-    uri = settings.s3_uri(newest[1])
-    return uri, read_json_uri(client, settings, uri)
+    last = max(modified for modified, _ in found)
+    newest = [read_json_uri(client, settings, settings.s3_uri(key)) | {"_key": key} for m, key in found if m == last]
+    manifest = max(newest, key=lambda m: str(m.get("written_at", "")))
+    key = manifest.pop("_key")
+    return settings.s3_uri(key), manifest
 
 
 class ColumnNotInCuratedData(ConfigurationError):
@@ -342,6 +345,7 @@ def assemble_training_data(
     data_hash = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
     manifest["data_hash"] = data_hash
     manifest["window"]["not_after"] = window.not_after.isoformat()
+    manifest["written_at"] = datetime.now(UTC).isoformat()  # orders manifests written in the same second
 
     previous_uri, previous = latest_training_manifest(client, settings, other_than=data_hash) or (None, None)
     shrink = check_window_shrink(n, window, previous, previous_uri, settings)

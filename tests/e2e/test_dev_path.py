@@ -5,8 +5,9 @@ HEAD, with this session's venv linked in as ``.venv`` (so ``make venv`` has noth
 environment without the venv on PATH and without the Airflow, MLflow, S3 and CT_ settings the test
 session sets for itself. Then what the block left behind is read back: the ingest run curated the
 batch (the Asset event in the Airflow metadata DB), training registered and promoted a champion (the
-MLflow DB), ``make services-status`` answered healthy while up and "not running" after
-``make services-down``, and no process the services started is left.
+MLflow DB), the drift check ran and decided not to retrain, ``make services-status``
+answered healthy while up and "not running" after ``make services-down``, and no process the services
+started is left.
 """
 
 from __future__ import annotations
@@ -132,6 +133,12 @@ def test_training_promoted_a_champion_that_the_endpoint_served(ran):
     aliases = rows(ran["clone"] / ".services" / "mlflow.db", "SELECT alias, version FROM registered_model_aliases")
     assert ("champion", 1) in aliases
     assert re.search(r"smoke test of version 1: ok", ran["output"])
+
+
+def test_the_drift_check_ran_and_decided_not_to_retrain(ran):
+    assert finished_runs(ran["output"]).get("monitor_drift") == "success", ran["output"][-4000:]
+    decisions = re.findall(r"^(retrain|no_drift|skip): ", ran["output"], flags=re.MULTILINE)
+    assert decisions in (["no_drift"], ["skip"]), ran["output"][-4000:]
 
 
 def test_services_status_while_up_and_after_down(ran):

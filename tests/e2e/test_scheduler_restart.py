@@ -24,10 +24,10 @@ def test_airflow_killed_mid_ingest_then_restarted_finishes_the_run_once(tmp_path
     monkeypatch.setenv("CT_SENSOR_TIMEOUT_SECONDS", "3300")
     monkeypatch.setenv("CT_SENSOR_POKE_SECONDS", "2")
     saved = dict(os.environ)  # the stack points this process at its own services
-    stack = LocalStack(home=tmp_path / "stack", log=print)
+    # Only the ingest DAG runs: the others' scheduled ticks would only share the two cores.
+    stack = LocalStack(home=tmp_path / "stack", log=print, unpause=("ingest_new_data",))
     try:
         stack.start()
-        stack.settle_unpause_ticks()
         api = stack.api
         assert api is not None
         run_id = stack.wait_for_listening_ingest_run()

@@ -26,7 +26,7 @@ def _day(i: int, rows: int, **knobs) -> dict:
     }
 
 
-def _record(frame, i: int) -> dict:
+def request_record(frame, i: int) -> dict:
     row = frame.iloc[i]
     return {
         k: (v.item() if hasattr(v, "item") else v)
@@ -105,7 +105,7 @@ def test_deploy_under_load_switches_versions_with_zero_failed_requests(stack, s3
     assert client.get_model_version_by_alias(settings.model_name, "champion").version == "1"
 
     land_and_curate(s3, settings, _day(1, rows=10000))
-    records = [_record(generate_batch(BatchSpec(rows=50, seed=99)), i) for i in range(50)]
+    records = [request_record(generate_batch(BatchSpec(rows=50, seed=99)), i) for i in range(50)]
     with LoadLoop(endpoint, records) as load:
         time.sleep(1.0)
         second = run_dag(dagbag, DAG_ID)

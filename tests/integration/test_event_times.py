@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -277,3 +278,31 @@ def test_through_the_dag_a_shrunk_window_fails_the_first_task_at_once_and_alerts
     [alert] = texts
     assert "Task failed: train_and_deploy.assemble_training_data" in alert
     assert "holds 1,000 rows, the previous training had 8,000 (12%)" in alert
+
+
+def test_of_two_manifests_written_in_the_same_second_the_later_is_the_previous_training(s3, settings):
+    """S3 keeps whole seconds: a tie on ``LastModified`` is broken by the manifest's own ``written_at``."""
+    from include.continuous_training.storage import put_json
+    from include.continuous_training.training import latest_training_manifest
+
+    def tied() -> bool:
+        """Both manifests written just past a second boundary, so S3 gives them the same LastModified."""
+        time.sleep(1 - time.time() % 1 + 0.01)
+        for name in ("aaa-older", "zzz-newer"):  # the earlier write comes first in a listing
+            put_json(
+                s3,
+                settings.s3_bucket,
+                f"{settings.training_prefix}{name}/manifest.json",
+                {"data_hash": name, "written_at": datetime.now(UTC).isoformat()},
+            )
+        listed = s3.list_objects_v2(Bucket=settings.s3_bucket, Prefix=settings.training_prefix)["Contents"]
+        return len({o["LastModified"] for o in listed if o["Key"].endswith("/manifest.json")}) == 1
+
+    assert any(tied() for _ in range(5))  # the tie at issue (a loaded machine may need another try)
+
+    found = latest_training_manifest(s3, settings)
+
+    assert found is not None
+    uri, manifest = found
+    assert manifest["data_hash"] == "zzz-newer"
+    assert uri.endswith("zzz-newer/manifest.json")

@@ -814,6 +814,34 @@ def create_app(settings: Settings | None = None) -> Any:
             raise RequestError(422, "updated_by and reason must be text")
         return by or "admin", reason
 
+    @app.post("/admin/predict")
+    async def admin_predict(request: Request) -> Response:
+        """Score with one variant, ``?variant=candidate`` (or ``champion``): the smoke test of a candidate
+        that takes no traffic yet. Authenticated; the body and the response are those of ``/predict``; not
+        written to the inference log (it is not live traffic: drift and rollout analyses never see it)."""
+        if not authorized(request):
+            return json_response({"detail": "missing or wrong bearer token"}, 401)
+        variant = request.query_params.get("variant", "champion")
+        if variant not in ("champion", "candidate"):
+            return json_response({"detail": f"variant {variant!r}: expected 'champion' or 'candidate'"}, 422)
+        serving = store.serving
+        model = serving.candidate if variant == "candidate" else serving.champion
+        if model is None:
+            return json_response({"detail": f"this replica serves no {variant}"}, 409)
+        try:
+            records, single = parse_records(await request.body(), settings)
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        matrix, errors = encode_records(records, model)
+        if errors:
+            return json_response({"detail": errors}, 422)
+        predictions = predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold)
+        for prediction in predictions:
+            prediction.pop("score")
+        if single:
+            return json_response({**predictions[0], "model_version": model.version})
+        return json_response({"model_version": model.version, "predictions": predictions})
+
     @app.post("/admin/unload")
     async def unload(request: Request) -> Response:
         """Serve nothing (a failed first deployment has no previous model to go back to)."""
