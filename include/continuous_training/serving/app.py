@@ -39,8 +39,9 @@ Modes at request time (the state's ``mode``):
   requests are also scored off the path by the variant that did not answer.
 
 Inference-log rows name their ``variant`` (``champion`` / ``candidate``), whether they were
-``served`` (answered the caller), the variant's ``latency_ms`` for the request (encode + predict) and
-an ``error``; both variants' rows of one record share its ``prediction_id``.
+``served`` (answered the caller), the variant's ``latency_ms`` for the request (encode + predict; null
+for an off-path row scored in one call with other requests' rows, see :mod:`.variants`) and an
+``error``; both variants' rows of one record share its ``prediction_id``.
 
 The request path uses orjson and numpy only: no pandas, no pydantic models per request.
 """
@@ -405,7 +406,7 @@ def create_app(settings: Settings | None = None) -> Any:
             "label",
             "variant",  # champion / candidate
             "served",  # did this row's score answer the caller
-            "latency_ms",  # this variant's scoring time for the request (encode + predict)
+            "latency_ms",  # this variant's scoring time for the request (encode + predict); null: scored in a batch
             "error",  # why this variant could not score the row (null when it did)
             settings.row_id_column,  # null for a request that sends no id
             UNKNOWN_CATEGORIES_FIELD,
@@ -445,7 +446,7 @@ def create_app(settings: Settings | None = None) -> Any:
         now: float,
         variant: str,
         served: bool,
-        latency_ms: float,
+        latency_ms: float | None,
     ) -> list[dict[str, Any]]:
         rows = []
         for record, prediction in zip(records, predictions, strict=True):
@@ -466,7 +467,13 @@ def create_app(settings: Settings | None = None) -> Any:
         return rows
 
     def error_rows(
-        records: list[dict[str, Any]], ids: list[str], version: str, now: float, variant: str, ms: float, error: str
+        records: list[dict[str, Any]],
+        ids: list[str],
+        version: str,
+        now: float,
+        variant: str,
+        ms: float | None,
+        error: str,
     ) -> list[dict[str, Any]]:
         return [
             {
@@ -507,9 +514,10 @@ def create_app(settings: Settings | None = None) -> Any:
     def score_off_path(jobs: list[ShadowJob]) -> None:
         """Jobs of one model in the shadow thread: score, count, log (``served=false``).
 
-        The jobs' records are encoded one job at a time (unless the request path's matrix fits) and
-        predicted in one call; each job's ``latency_ms`` is its own encoding plus that whole call (for
-        one job: exactly its scoring time).
+        The jobs' records are encoded one job at a time (unless the request path's matrix fits). The
+        first job is predicted alone and its ``latency_ms`` is its encoding plus that call: one request's
+        scoring time, like the champion's. The others are predicted in one call and their
+        ``latency_ms`` is null: under load the latency is sampled, never inflated by the batch.
         """
         import numpy as np
 
@@ -517,13 +525,13 @@ def create_app(settings: Settings | None = None) -> Any:
         encoded: list[tuple[ShadowJob, list[dict[str, Any]], Any, float]] = []
         rows: list[dict[str, Any]] = []
 
-        def failed(job: ShadowJob, records: list[dict[str, Any]], seconds: float, error: str) -> None:
+        def failed(job: ShadowJob, records: list[dict[str, Any]], seconds: float | None, error: str) -> None:
             metrics.variant_requests.labels(variant, "false").inc()
             metrics.variant_errors.labels(variant).inc()
-            metrics.variant_latency.labels(variant).observe(seconds)
-            rows.extend(
-                error_rows(records, job.prediction_ids, model.version, job.predicted_at, variant, seconds * 1000, error)
-            )
+            if seconds is not None:
+                metrics.variant_latency.labels(variant).observe(seconds)
+            ms = seconds * 1000 if seconds is not None else None
+            rows.extend(error_rows(records, job.prediction_ids, model.version, job.predicted_at, variant, ms, error))
 
         for job in jobs:
             records = [_clean(r) for r in job.records]
@@ -542,34 +550,36 @@ def create_app(settings: Settings | None = None) -> Any:
                 failed(job, records, time.perf_counter() - started, message)
                 continue
             encoded.append((job, records, matrix, time.perf_counter() - started))
-        if encoded:
+        # The first job alone, timed: a single request's scoring latency, comparable with the champion's on
+        # the request path. The rest in one call: their latency_ms stays null (a batch is not one request).
+        for group, timed in ((encoded[:1], True), (encoded[1:], False)):
+            if not group:
+                continue
             started = time.perf_counter()
             try:
-                stacked = np.vstack([matrix for _, _, matrix, _ in encoded]) if len(encoded) > 1 else encoded[0][2]
+                stacked = np.vstack([matrix for _, _, matrix, _ in group]) if len(group) > 1 else group[0][2]
                 output = model.spec.predict(model.booster, stacked)
-                predicted = time.perf_counter() - started
+                ids = [prediction_id for job, _, _, _ in group for prediction_id in job.prediction_ids]
+                predictions = predictions_of(model.spec, output, threshold, ids)
             except Exception as error:  # whatever a broken model raises
                 predicted = time.perf_counter() - started
-                for job, records, _, encoding in encoded:
-                    message = f"version {model.version}: {type(error).__name__}: {error}"
-                    failed(job, records, encoding + predicted, message)
-            else:
-                ids = [prediction_id for job, _, _, _ in encoded for prediction_id in job.prediction_ids]
-                predictions = predictions_of(model.spec, output, threshold, ids)
-                predicted = time.perf_counter() - started
-                requests, latency, scores = variant_series(variant, False, model.spec.is_classifier)
-                requests.inc(len(encoded))
-                at = 0
-                for job, records, _, encoding in encoded:
-                    part = predictions[at : at + len(records)]
-                    at += len(records)
-                    seconds = encoding + predicted
-                    latency.observe(seconds)
-                    for prediction in part:
-                        scores.observe(prediction["score"])
-                    rows.extend(
-                        log_rows(records, part, model.version, job.predicted_at, variant, False, seconds * 1000)
-                    )
+                message = f"version {model.version}: {type(error).__name__}: {error}"
+                for job, records, _, encoding in group:
+                    failed(job, records, encoding + predicted if timed else None, message)
+                continue
+            predicted = time.perf_counter() - started
+            requests, latency, scores = variant_series(variant, False, model.spec.is_classifier)
+            requests.inc(len(group))
+            at = 0
+            for job, records, _, encoding in group:
+                part = predictions[at : at + len(records)]
+                at += len(records)
+                if timed:
+                    latency.observe(encoding + predicted)
+                for prediction in part:
+                    scores.observe(prediction["score"])
+                ms = (encoding + predicted) * 1000 if timed else None
+                rows.extend(log_rows(records, part, model.version, job.predicted_at, variant, False, ms))
         inference_log.append(rows)
 
     shadow = ShadowScorer(settings.shadow_queue_size, score_off_path, metrics.shadow_dropped.inc)

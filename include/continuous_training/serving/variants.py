@@ -47,7 +47,8 @@ class ShadowScorer:
     waiting, up to ``max_batch`` consecutive jobs of the same model and variant: one prediction call
     for several requests. A prediction call releases the GIL several times, and each time the request
     thread and this one trade it; one call per batch instead of one per request keeps that churn off
-    the request path under load (off-path cost figures: the serving rows of ``make bench``).
+    the request path under load (off-path cost figures: the serving rows of ``make bench``). ``score``
+    times the first job of a batch alone, so the logged latencies stay single-request ones.
     """
 
     def __init__(
