@@ -335,7 +335,7 @@ class DeploymentStore:
             except DeploymentConflict:
                 if attempt == attempts - 1:
                     raise
-                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # noqa: S311  # nosec B311 (jitter)
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))  # noqa: S311  # nosec B311
         raise AssertionError("unreachable")
 
 

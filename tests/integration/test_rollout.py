@@ -250,7 +250,10 @@ def test_shadow_answers_are_byte_identical_and_both_scores_are_logged_under_one_
     assert set(champion["model_version"]) == {v1}
     assert set(candidate["model_version"]) == {v2}
     assert candidate["error"].isna().all()
-    assert (candidate["latency_ms"] > 0).all()
+    # Off-path rows scored together with others carry no latency of their own (null), the first of each call does.
+    timed = candidate["latency_ms"].dropna()
+    assert len(timed) >= 1
+    assert (timed > 0).all()
     # The candidate's logged scores are v2's own offline scores of the same records (not v1's).
     model = load_model(f"models:/{settings.model_name}/{v2}")
     by_id = {json.loads(body)["prediction_id"]: r for (_, body), r in zip(shadowed, records, strict=False)}

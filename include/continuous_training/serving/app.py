@@ -39,8 +39,9 @@ Modes at request time (the state's ``mode``):
   requests are also scored off the path by the variant that did not answer.
 
 Inference-log rows name their ``variant`` (``champion`` / ``candidate``), whether they were
-``served`` (answered the caller), the variant's ``latency_ms`` for the request (encode + predict) and
-an ``error``; both variants' rows of one record share its ``prediction_id``.
+``served`` (answered the caller), the variant's ``latency_ms`` for the request (encode + predict; null
+for an off-path row scored in one call with other requests' rows, see :mod:`.variants`) and an
+``error``; both variants' rows of one record share its ``prediction_id``.
 
 The request path uses orjson and numpy only: no pandas, no pydantic models per request.
 """
@@ -405,7 +406,7 @@ def create_app(settings: Settings | None = None) -> Any:
             "label",
             "variant",  # champion / candidate
             "served",  # did this row's score answer the caller
-            "latency_ms",  # this variant's scoring time for the request (encode + predict)
+            "latency_ms",  # this variant's scoring time for the request (encode + predict); null: scored in a batch
             "error",  # why this variant could not score the row (null when it did)
             settings.row_id_column,  # null for a request that sends no id
             UNKNOWN_CATEGORIES_FIELD,
@@ -416,10 +417,25 @@ def create_app(settings: Settings | None = None) -> Any:
         settings, log_columns, on_written=metrics.log_written.inc, on_dropped=metrics.log_dropped.inc
     )
 
+    bound: dict[tuple[str, bool, bool], tuple[Any, Any, Any]] = {}
+
+    def variant_series(variant: str, served: bool, classifier: bool) -> tuple[Any, Any, Any]:
+        """``variant``'s request counter (this ``served``), latency and score series, bound once (``.labels()``
+        per request costs more than the increment)."""
+        key = (variant, served, classifier)
+        if key not in bound:
+            values = metrics.variant_scores if classifier else metrics.variant_values
+            bound[key] = (
+                metrics.variant_requests.labels(variant, "true" if served else "false"),
+                metrics.variant_latency.labels(variant),
+                values.labels(variant),
+            )
+        return bound[key]
+
     def observe(variant: str, served: bool, model: ServedModel, scores: list[float], seconds: float) -> None:
-        metrics.variant_requests.labels(variant, "true" if served else "false").inc()
-        metrics.variant_latency.labels(variant).observe(seconds)
-        series = (metrics.variant_scores if model.spec.is_classifier else metrics.variant_values).labels(variant)
+        requests, latency, series = variant_series(variant, served, model.spec.is_classifier)
+        requests.inc()
+        latency.observe(seconds)
         for value in scores:
             series.observe(value)
 
@@ -430,7 +446,7 @@ def create_app(settings: Settings | None = None) -> Any:
         now: float,
         variant: str,
         served: bool,
-        latency_ms: float,
+        latency_ms: float | None,
     ) -> list[dict[str, Any]]:
         rows = []
         for record, prediction in zip(records, predictions, strict=True):
@@ -451,7 +467,13 @@ def create_app(settings: Settings | None = None) -> Any:
         return rows
 
     def error_rows(
-        records: list[dict[str, Any]], ids: list[str], version: str, now: float, variant: str, ms: float, error: str
+        records: list[dict[str, Any]],
+        ids: list[str],
+        version: str,
+        now: float,
+        variant: str,
+        ms: float | None,
+        error: str,
     ) -> list[dict[str, Any]]:
         return [
             {
@@ -469,6 +491,13 @@ def create_app(settings: Settings | None = None) -> Any:
             for record, prediction_id in zip(records, ids, strict=True)
         ]
 
+    def predict_variant(model: ServedModel, matrix: Any, ids: list[str]) -> list[dict[str, Any]]:
+        """``model``'s predictions for an encoded matrix; :class:`VariantFailed` when it cannot."""
+        try:
+            return predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold, ids)
+        except Exception as error:  # whatever a broken model raises, the champion answers instead
+            raise VariantFailed(f"version {model.version}: {type(error).__name__}: {error}") from error
+
     def score_variant(model: ServedModel, records: list[dict[str, Any]], ids: list[str]) -> list[dict[str, Any]]:
         """``model``'s predictions for records the champion accepted; :class:`VariantFailed` when it cannot."""
         try:
@@ -485,8 +514,10 @@ def create_app(settings: Settings | None = None) -> Any:
     def score_off_path(jobs: list[ShadowJob]) -> None:
         """Jobs of one model in the shadow thread: score, count, log (``served=false``).
 
-        The jobs' records are encoded one job at a time and predicted in one call; each job's
-        ``latency_ms`` is its own encoding plus that whole call (for one job: exactly its scoring time).
+        The jobs' records are encoded one job at a time (unless the request path's matrix fits). The
+        first job is predicted alone and its ``latency_ms`` is its encoding plus that call: one request's
+        scoring time, like the champion's. The others are predicted in one call and their
+        ``latency_ms`` is null: under load the latency is sampled, never inflated by the batch.
         """
         import numpy as np
 
@@ -494,16 +525,19 @@ def create_app(settings: Settings | None = None) -> Any:
         encoded: list[tuple[ShadowJob, list[dict[str, Any]], Any, float]] = []
         rows: list[dict[str, Any]] = []
 
-        def failed(job: ShadowJob, records: list[dict[str, Any]], seconds: float, error: str) -> None:
+        def failed(job: ShadowJob, records: list[dict[str, Any]], seconds: float | None, error: str) -> None:
             metrics.variant_requests.labels(variant, "false").inc()
             metrics.variant_errors.labels(variant).inc()
-            metrics.variant_latency.labels(variant).observe(seconds)
-            rows.extend(
-                error_rows(records, job.prediction_ids, model.version, job.predicted_at, variant, seconds * 1000, error)
-            )
+            if seconds is not None:
+                metrics.variant_latency.labels(variant).observe(seconds)
+            ms = seconds * 1000 if seconds is not None else None
+            rows.extend(error_rows(records, job.prediction_ids, model.version, job.predicted_at, variant, ms, error))
 
         for job in jobs:
             records = [_clean(r) for r in job.records]
+            if job.matrix is not None:  # encoded on the request path (both variants encode alike)
+                encoded.append((job, records, job.matrix, job.encoded_seconds))
+                continue
             started = time.perf_counter()
             try:
                 matrix, errors = encode_records(records, model)
@@ -516,29 +550,36 @@ def create_app(settings: Settings | None = None) -> Any:
                 failed(job, records, time.perf_counter() - started, message)
                 continue
             encoded.append((job, records, matrix, time.perf_counter() - started))
-        if encoded:
+        # The first job alone, timed: a single request's scoring latency, comparable with the champion's on
+        # the request path. The rest in one call: their latency_ms stays null (a batch is not one request).
+        for group, timed in ((encoded[:1], True), (encoded[1:], False)):
+            if not group:
+                continue
             started = time.perf_counter()
             try:
-                stacked = np.vstack([matrix for _, _, matrix, _ in encoded]) if len(encoded) > 1 else encoded[0][2]
+                stacked = np.vstack([matrix for _, _, matrix, _ in group]) if len(group) > 1 else group[0][2]
                 output = model.spec.predict(model.booster, stacked)
-                predicted = time.perf_counter() - started
+                ids = [prediction_id for job, _, _, _ in group for prediction_id in job.prediction_ids]
+                predictions = predictions_of(model.spec, output, threshold, ids)
             except Exception as error:  # whatever a broken model raises
                 predicted = time.perf_counter() - started
-                for job, records, _, encoding in encoded:
-                    message = f"version {model.version}: {type(error).__name__}: {error}"
-                    failed(job, records, encoding + predicted, message)
-            else:
-                at = 0
-                for job, records, _, encoding in encoded:
-                    began = time.perf_counter()
-                    part = output[at : at + len(records)]
-                    at += len(records)
-                    predictions = predictions_of(model.spec, part, threshold, job.prediction_ids)
-                    seconds = encoding + predicted + time.perf_counter() - began
-                    observe(variant, False, model, [p["score"] for p in predictions], seconds)
-                    rows.extend(
-                        log_rows(records, predictions, model.version, job.predicted_at, variant, False, seconds * 1000)
-                    )
+                message = f"version {model.version}: {type(error).__name__}: {error}"
+                for job, records, _, encoding in group:
+                    failed(job, records, encoding + predicted if timed else None, message)
+                continue
+            predicted = time.perf_counter() - started
+            requests, latency, scores = variant_series(variant, False, model.spec.is_classifier)
+            requests.inc(len(group))
+            at = 0
+            for job, records, _, encoding in group:
+                part = predictions[at : at + len(records)]
+                at += len(records)
+                if timed:
+                    latency.observe(encoding + predicted)
+                for prediction in part:
+                    scores.observe(prediction["score"])
+                ms = (encoding + predicted) * 1000 if timed else None
+                rows.extend(log_rows(records, part, model.version, job.predicted_at, variant, False, ms))
         inference_log.append(rows)
 
     shadow = ShadowScorer(settings.shadow_queue_size, score_off_path, metrics.shadow_dropped.inc)
@@ -615,6 +656,7 @@ def create_app(settings: Settings | None = None) -> Any:
         matrix, errors = encode_records(records, model, metrics)
         if errors:
             return 422, orjson.dumps({"detail": errors})
+        encoded = time.perf_counter() - started
         spec = model.spec
         output = spec.predict(model.booster, matrix)
         now = time.time()
@@ -635,7 +677,8 @@ def create_app(settings: Settings | None = None) -> Any:
         inference_log.append(rows)
         if serving.candidate is not None and sampled(serving):  # shadow: the candidate scores it off the path
             ids = [p["prediction_id"] for p in predictions]
-            shadow.submit(ShadowJob(serving.candidate, "candidate", records, ids, now))
+            reuse = matrix if serving.same_encoding else None
+            shadow.submit(ShadowJob(serving.candidate, "candidate", records, ids, now, reuse, encoded))
         if single:
             return 200, orjson.dumps({**predictions[0], "model_version": model.version})
         return 200, orjson.dumps({"model_version": model.version, "predictions": predictions})
@@ -665,7 +708,11 @@ def create_app(settings: Settings | None = None) -> Any:
             picked_ids = [ids[i] for i in chosen]
             began = time.perf_counter()
             try:
-                predictions = score_variant(candidate, picked, picked_ids)
+                if serving.same_encoding:  # the champion's matrix is the candidate's too: no second encoding
+                    began -= encoded  # ...but its latency counts that encoding, as the champion's does
+                    predictions = predict_variant(candidate, matrix[chosen], picked_ids)
+                else:
+                    predictions = score_variant(candidate, picked, picked_ids)
             except VariantFailed as error:
                 seconds = time.perf_counter() - began
                 metrics.variant_requests.labels("candidate", "false").inc()
@@ -697,21 +744,15 @@ def create_app(settings: Settings | None = None) -> Any:
         metrics.predictions.inc(len(records))
         inference_log.append(rows)
         if sampled(serving):  # the variant that did not answer scores the same records off the path
-            if chosen:
-                shadow.submit(
-                    ShadowJob(champion, "champion", [records[i] for i in chosen], [ids[i] for i in chosen], now)
-                )
             scored_by_champion = [i for i in rest if not routed[i]]  # not those the candidate just failed on
-            if scored_by_champion:
-                shadow.submit(
-                    ShadowJob(
-                        candidate,
-                        "candidate",
-                        [records[i] for i in scored_by_champion],
-                        [ids[i] for i in scored_by_champion],
-                        now,
-                    )
-                )
+            for model, variant, indices in (
+                (champion, "champion", chosen),
+                (candidate, "candidate", scored_by_champion),
+            ):
+                if indices:
+                    reuse = matrix[indices] if serving.same_encoding or model is champion else None
+                    job_records, job_ids = [records[i] for i in indices], [ids[i] for i in indices]
+                    shadow.submit(ShadowJob(model, variant, job_records, job_ids, now, reuse, encoded))
         done = [answer for answer in answers if answer is not None]
         if single:
             prediction, version = done[0]

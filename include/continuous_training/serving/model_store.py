@@ -63,6 +63,9 @@ class Serving:
     candidate: ServedModel | None = None
     state: DesiredDeployment | None = None  # None: no desired deployment stored (the registry's champion)
     etag: str | None = None
+    # Champion and candidate turn a record into the same matrix (same features, categories and nullable
+    # features): the candidate scores the champion's matrix instead of encoding the records again.
+    same_encoding: bool = False
 
     @property
     def mode(self) -> str:
@@ -87,6 +90,11 @@ class Serving:
 
 
 NOTHING = Serving(champion=None)
+
+
+def encodes_alike(one: FeatureSpec, other: FeatureSpec) -> bool:
+    """Both specs turn every record into the same matrix (and refuse the same records)."""
+    return (one.numeric, one.categories, one.nullable) == (other.numeric, other.categories, other.nullable)
 
 
 class ModelStore:
@@ -185,7 +193,8 @@ class ModelStore:
             if observed_at < self._observed_at:  # a newer state was applied while this one loaded
                 return self._serving
             before = self._serving
-            self._serving = Serving(champion, candidate, state, stored.etag if stored else None)
+            same = champion is not None and candidate is not None and encodes_alike(champion.spec, candidate.spec)
+            self._serving = Serving(champion, candidate, state, stored.etag if stored else None, same)
             self._observed_at = observed_at
         if before.summary() != self._serving.summary():
             log.info(
