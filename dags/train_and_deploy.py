@@ -32,6 +32,10 @@ the drift report URI and its decision). One run at a time.
      `CT_ROLLOUT_MAX_MINUTES`) → **analyze_<stage>** (error rate, p99, PSI / KS, label agreement,
      realized metric on the same live traffic; the record in the log and in MLflow `rollout/`); a
      failing stage, or too little traffic (`CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback`), rolls back.
+     With `CT_APPROVAL=required`, **approve_promotion** (Airflow's HITL approval: Required Actions in
+     the UI, or the REST API) shows the decision record and the rollout analysis before the alias
+     moves (the challenger waits beside the champion meanwhile); a reject or no answer within
+     `CT_APPROVAL_TIMEOUT_HOURS` rolls back.
      Deploy, smoke test or a stage fails → **rollback_deployment** puts the endpoint back
      on the champion, aliases unchanged, the run fails and an alert fires. With
      `CT_DEPLOYMENT_TARGET=none` the deploy steps skip and the champion alias moves directly;
@@ -69,6 +73,10 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
     settings = load_settings(model=model_file)
     curated_batches = curated_batches_asset(model_file, settings)
     stages = rollout_stages(settings)  # CT_ROLLOUT as the parsing process sees it (environment, model file)
+    approval = settings.approval == "required"  # CT_APPROVAL, likewise
+    held_back = (
+        bool(stages) or approval
+    )  # a challenger beside a champion takes no traffic until a stage or a person lets it
 
     @dag(
         dag_id=model_file.dag_id("train_and_deploy"),
@@ -218,7 +226,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
                 context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
                 target = target_for(settings)
-                if stages and champion is not None:  # loaded beside the champion, no traffic until the first stage
+                if held_back and champion is not None:  # beside the champion, no traffic until a stage / approval
                     generation = target.start_rollout(
                         version, "shadow", shadow_percent=0.0, reason="smoke test", updated_by=context["run_id"]
                     )
@@ -238,7 +246,9 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             s3 = s3_client_from_connection(settings.aws_conn_id)
             with task_outcome():
-                variant = "candidate" if stages and deployment["previous"] is not None else None
+                # through the authenticated /admin/predict, never logged: the golden set is not live traffic,
+                # so it cannot dilute the drift window or a rollout's analysis
+                variant = "candidate" if held_back and deployment["previous"] is not None else "champion"
                 report = run_smoke_test(s3, settings, data, deployment["version"], variant=variant)
                 print(f"smoke test of version {deployment['version']}: {report.reason()}")
                 if not report.passed:
@@ -272,6 +282,8 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         def promote_champion(version: str, **context: Any) -> dict[str, str | None]:
             """Alias `champion` → this version; the previous one keeps `previous_champion`; after a
             rollout, every endpoint replica serves it as the champion."""
+            import json
+
             from include.continuous_training.deployment import complete_rollout
             from include.continuous_training.registry import promote_champion as promote
             from include.continuous_training.registry import tracking_client
@@ -280,8 +292,15 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 model_file
             )  # environment, then the model file, then Airflow Variables, then defaults
             with task_outcome():
-                aliases = promote(tracking_client(settings), settings, version)
-                if stages and settings.deployment_target != "none":
+                client = tracking_client(settings)
+                if approval:
+                    from include.continuous_training.approval import APPROVAL_TASK_ID, approval_record
+
+                    record = approval_record(context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID))
+                    print(f"approved: {record}")
+                    client.set_model_version_tag(settings.model_name, version, "ct.approval", json.dumps(record))
+                aliases = promote(client, settings, version)
+                if held_back and settings.deployment_target != "none":
                     complete_rollout(settings, version, updated_by=context["run_id"])
             return aliases
 
@@ -393,8 +412,14 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )
             chain(rollout[-1] if rollout else smoke, started, traffic, verdict)
             rollout += [started, traffic, verdict]
-        chain(rollout[-1] if rollout else smoke, promote_champion(version))
-        chain([deployment, smoke, *rollout], rollback_deployment())
+        gate: list[Any] = []
+        if approval:  # a person answers in Airflow (Required Actions / HITL API); a reject fails it → rollback
+            from include.continuous_training.approval import approval_task
+
+            gate = [approval_task(settings, [f"analyze_{stage.slug}" for stage in stages])]
+            chain(rollout[-1] if rollout else smoke, gate[0])
+        chain((gate or rollout or [smoke])[-1], promote_champion(version))
+        chain([deployment, smoke, *rollout, *gate], rollback_deployment())
 
     train_and_deploy()
 

@@ -403,8 +403,10 @@ def run_smoke_test(
 ) -> SmokeReport:
     """Golden set from this run's holdout; offline scores from the registered version itself.
 
-    ``variant="candidate"``: the version is loaded beside the champion for a rollout and answers no
-    caller yet; the golden set goes to ``/admin/predict?variant=candidate`` (authenticated, not logged).
+    ``variant`` ``"champion"`` (just deployed) or ``"candidate"`` (loaded beside the champion for a
+    rollout or an approval, answering no caller yet): the golden set goes to
+    ``/admin/predict?variant=...`` (authenticated, not written to the inference log, so drift and rollout
+    analyses never see it). None: through the public ``/predict`` (logged like any caller's request).
     """
     from include.continuous_training.registry import load_model
     from include.continuous_training.storage import read_parquet_uri
