@@ -208,7 +208,16 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                     "ct.decision": decision.as_dict(),
                     "ct.data_manifest": manifest,
                 }
-                return register(tracking_client(settings), settings, model["run_id"], model["model_id"], tags)
+                return register(
+                    tracking_client(settings),
+                    settings,
+                    model["run_id"],
+                    model["model_id"],
+                    tags,
+                    who=context["run_id"],
+                    why=decision.summary()[:1000],
+                    record_uri=f"runs:/{model['run_id']}/evaluation/decision.json",
+                )
 
         @task
         def deploy_challenger(version: str, **context: Any) -> Deployment:
@@ -269,7 +278,12 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             with task_outcome():
                 if attempted is None:
                     raise NothingToDo("nothing was deployed in this run: nothing to roll back")
-                restored = rollback_to_champion(settings, rolled_back=str(attempted))
+                restored = rollback_to_champion(
+                    settings,
+                    rolled_back=str(attempted),
+                    who=context["run_id"],
+                    why="its deployment, smoke test, rollout or approval failed in this run",
+                )
             served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
             send_alert(
                 settings,
@@ -293,13 +307,20 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             with task_outcome():
                 client = tracking_client(settings)
+                run = client.get_model_version(settings.model_name, version).run_id
+                who, why, uri = context["run_id"], "passed every gate", f"runs:/{run}/evaluation/decision.json"
+                if stages:
+                    why = f"passed every gate and the rollout ({', '.join(stage.name for stage in stages)})"
+                    uri = f"runs:/{run}/rollout/{stages[-1].slug}.json"
                 if approval:
                     from include.continuous_training.approval import APPROVAL_TASK_ID, approval_record
 
-                    record = approval_record(context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID))
+                    record = approval_record(context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)) or {}
                     print(f"approved: {record}")
                     client.set_model_version_tag(settings.model_name, version, "ct.approval", json.dumps(record))
-                aliases = promote(client, settings, version)
+                    who = f"{record.get('approved_by')} (approval in {context['run_id']})"
+                    why += f"; approved: {record.get('comment') or 'no comment'}"
+                aliases = promote(client, settings, version, who=who, why=why, record_uri=uri)
                 if held_back and settings.deployment_target != "none":
                     complete_rollout(settings, version, updated_by=context["run_id"])
             return aliases

@@ -232,6 +232,12 @@ class Settings:
         "the desired deployment every endpoint replica follows: `<prefix><registered model>/deployment.json`",
         kind=_PREFIX,
     )
+    audit_prefix: str = _setting(
+        "audit/",
+        "CT_AUDIT_PREFIX",
+        "append-only audit trail of alias moves: one object per event under `<prefix><registered model>/`",
+        kind=_PREFIX,
+    )
     aws_conn_id: str = _setting("aws_ct", "CT_AWS_CONN_ID", "Airflow connection used for S3")
     s3_endpoint_url: str | None = _setting(
         None, "CT_S3_ENDPOINT_URL", "S3-compatible endpoint for code running outside Airflow; empty: AWS"

@@ -234,7 +234,9 @@ class LocalEndpoint:
         return str(payload["model_version"]) if status == 200 else None
 
 
-def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> str | None:
+def rollback_to_champion(
+    settings: Settings, rolled_back: str | None = None, who: str | None = None, why: str = "rolled back"
+) -> str | None:
     """Point the endpoint back at the ``champion`` version (or unload it when there is none).
 
     ``rolled_back`` is the version whose deployment failed: it loses the ``challenger`` alias (it
@@ -250,7 +252,7 @@ def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> 
     else:
         target.deploy(str(champion.version))
     if rolled_back is not None and (champion is None or str(champion.version) != rolled_back):
-        retire_challenger(client, settings, rolled_back)
+        retire_challenger(client, settings, rolled_back, who=who, why=why)
     return str(champion.version) if champion is not None else None
 
 

@@ -53,6 +53,7 @@ PREFIX_FOLDERS = {
     "feedback_prefix": "feedback/",
     "reports_prefix": "reports/",
     "serving_state_prefix": "serving/",
+    "audit_prefix": "audit/",
 }
 # The same for every model of a deployment: these stay in the environment / Airflow.
 DEPLOYMENT_WIDE = frozenset(

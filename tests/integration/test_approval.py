@@ -189,3 +189,18 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     assert endpoint.served_version() == "2"
     alerts = " ".join(hook.texts())
     assert "version 3 REJECTED by reviewer (wait for the quarterly data)" in alerts
+
+    # The audit trail has every move with who and why: the approver for the promotion, the run for the rollback.
+    from include.continuous_training.audit import read_history
+
+    events = read_history(s3, settings)
+    champion = [(e.from_version, e.to_version) for e in events if e.alias == "champion"]
+    assert champion == [(None, "1"), ("1", "2")]
+    promoted = next(e for e in events if e.alias == "champion" and e.to_version == "2")
+    assert promoted.who.startswith("reviewer (approval in manual__"), promoted
+    assert promoted.why.endswith("approved: AUC gain is real")
+    assert promoted.record_uri is not None
+    assert promoted.record_uri.endswith("/evaluation/decision.json")
+    cleared = events[-1]
+    assert (cleared.alias, cleared.action, cleared.from_version) == ("challenger", "cleared", "3")
+    assert cleared.who == third.run_id
