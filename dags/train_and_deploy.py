@@ -207,6 +207,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                     "ct.dag_run_id": context["run_id"],
                     "ct.decision": decision.as_dict(),
                     "ct.data_manifest": manifest,
+                    "ct.dataset_version": data["dataset_version"],
                 }
                 return register(
                     tracking_client(settings),

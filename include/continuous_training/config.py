@@ -232,6 +232,17 @@ class Settings:
         "the desired deployment every endpoint replica follows: `<prefix><registered model>/deployment.json`",
         kind=_PREFIX,
     )
+    dataset_prefix: str = _setting(
+        "datasets/",
+        "CT_DATASET_PREFIX",
+        "dataset versions (`<dataset>@v12` per training window, `<dataset>/batch@v7` per curated batch)",
+        kind=_PREFIX,
+    )
+    dataset_name: str = _setting(
+        "",
+        "CT_DATASET_NAME",
+        "the name in dataset versions; empty: the suite's file name without `.json` / `.suite.json`",
+    )
     audit_prefix: str = _setting(
         "audit/",
         "CT_AUDIT_PREFIX",

@@ -54,6 +54,7 @@ PREFIX_FOLDERS = {
     "reports_prefix": "reports/",
     "serving_state_prefix": "serving/",
     "audit_prefix": "audit/",
+    "dataset_prefix": "datasets/",
 }
 # The same for every model of a deployment: these stay in the environment / Airflow.
 DEPLOYMENT_WIDE = frozenset(
