@@ -56,7 +56,7 @@ from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.features import TUNABLE_PARAMS
-from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
+from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, MODEL_CARD_LINK_KEY, persist_link
 from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
@@ -191,6 +191,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
             """New model version aliased `challenger` (once per run), tagged with what justified it."""
             from include.continuous_training.evaluation import DecisionRecord
+            from include.continuous_training.model_card import write_model_card
             from include.continuous_training.registry import register_challenger as register
             from include.continuous_training.registry import tracking_client
             from include.continuous_training.storage import read_json_uri, s3_client_from_connection
@@ -200,16 +201,15 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
             with task_outcome():
-                manifest = read_json_uri(
-                    s3_client_from_connection(settings.aws_conn_id), settings, data["manifest_uri"]
-                )
+                s3 = s3_client_from_connection(settings.aws_conn_id)
+                manifest = read_json_uri(s3, settings, data["manifest_uri"])
                 tags = {
                     "ct.dag_run_id": context["run_id"],
                     "ct.decision": decision.as_dict(),
                     "ct.data_manifest": manifest,
                     "ct.dataset_version": data["dataset_version"],
                 }
-                return register(
+                version = register(
                     tracking_client(settings),
                     settings,
                     model["run_id"],
@@ -219,6 +219,10 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                     why=decision.summary()[:1000],
                     record_uri=f"runs:/{model['run_id']}/evaluation/decision.json",
                 )
+                card = write_model_card(s3, settings, tracking_client(settings), version)
+            print(f"model card: {card.headline} ({card.markdown_uri})")
+            persist_link(context, MODEL_CARD_LINK_KEY, card.html_url)
+            return version
 
         @task
         def deploy_challenger(version: str, **context: Any) -> Deployment:
@@ -324,6 +328,12 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 aliases = promote(client, settings, version, who=who, why=why, record_uri=uri)
                 if held_back and settings.deployment_target != "none":
                     complete_rollout(settings, version, updated_by=context["run_id"])
+                from include.continuous_training.model_card import write_model_card
+                from include.continuous_training.storage import s3_client_from_connection
+
+                card = write_model_card(s3_client_from_connection(settings.aws_conn_id), settings, client, version)
+            print(f"model card (with the promotion): {card.headline} ({card.markdown_uri})")
+            persist_link(context, MODEL_CARD_LINK_KEY, card.html_url)
             return aliases
 
         @task

@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -204,3 +205,22 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     cleared = events[-1]
     assert (cleared.alias, cleared.action, cleared.from_version) == ("challenger", "cleared", "3")
     assert cleared.who == third.run_id
+
+    # The model card of the promoted version: headline, gates, SHAP importance, data, history with the approval.
+    tags = client.get_model_version(settings.model_name, "2").tags
+    headline = tags["ct.model_card_headline"]
+    assert headline.startswith(f"{settings.model_name} v2 trained on {datetime.now(UTC).date().isoformat()} on ")
+    assert tags["ct.dataset_version"] in headline
+    assert "(15,000 rows, 2026-10-03 to 2026-11-02)" in headline  # the 30-day window ending at the newest event
+    run_id = client.get_model_version(settings.model_name, "2").run_id
+    card = Path(client.download_artifacts(run_id, "model_card/model_card.md")).read_text()
+    assert f"**{headline}**" in card
+    assert "| beats_champion | yes |" in card
+    assert "## Feature importance" in card
+    assert card.index("| amount |") < card.index("| hour_of_day |") or "| merchant_risk_score |" in card
+    assert "/batch@v" in card  # each curated batch with its dataset version
+    assert "| champion | 1 | 2 | reviewer (approval in manual__" in card
+    assert tags["ct.git_commit"] == client.get_run(run_id).data.tags["mlflow.source.git.commit"]
+    html = Path(client.download_artifacts(run_id, "model_card/model_card.html")).read_text()
+    assert "<table>" in html
+    assert headline in html
