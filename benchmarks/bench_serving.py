@@ -341,7 +341,12 @@ def ceiling_rows(found: dict[tuple[str, str], dict[str, float] | str], args: arg
         return run["rps"] if isinstance(run, dict) else None
 
     def missing(*keys: tuple[str, str]) -> str:
-        return "; ".join(str(found[k]) for k in keys if isinstance(found.get(k), str))
+        """Why a run has no figures, or else its non-2xx answers (an error answers faster than a prediction)."""
+        notes = []
+        for key in keys:
+            run = found.get(key)
+            notes.append(str(run) if isinstance(run, str) else f"{key[1]} on {key[0]} non-2xx {run['non_2xx']:.0f}")
+        return "; ".join(notes)
 
     empty = {server: rps(server, "empty handler") for server in SERVERS}
     ours = {server: rps(server, "our endpoint") for server in SERVERS}
@@ -362,7 +367,7 @@ def ceiling_rows(found: dict[tuple[str, str], dict[str, float] | str], args: arg
         other = "granian" if server == "uvicorn" else "uvicorn"
         note = missing((server, "our endpoint"), (server, "empty handler"))
         if ours[server] and ours[other]:
-            note = f"our endpoint under {server} vs under {other}: {ours[server] / ours[other]:.2f}x"
+            note += f"; our endpoint under {server} vs under {other}: {ours[server] / ours[other]:.2f}x"
         rows.append(
             Row(
                 "serving",
