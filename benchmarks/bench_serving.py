@@ -345,7 +345,10 @@ def ceiling_rows(found: dict[tuple[str, str], dict[str, float] | str], args: arg
         notes = []
         for key in keys:
             run = found.get(key)
-            notes.append(str(run) if isinstance(run, str) else f"{key[1]} on {key[0]} non-2xx {run['non_2xx']:.0f}")
+            if isinstance(run, dict):
+                notes.append(f"{key[1]} on {key[0]} non-2xx {run['non_2xx']:.0f}")
+            elif run is not None:
+                notes.append(str(run))
         return "; ".join(notes)
 
     empty = {server: rps(server, "empty handler") for server in SERVERS}
@@ -366,8 +369,9 @@ def ceiling_rows(found: dict[tuple[str, str], dict[str, float] | str], args: arg
     for server in SERVERS:
         other = "granian" if server == "uvicorn" else "uvicorn"
         note = missing((server, "our endpoint"), (server, "empty handler"))
-        if ours[server] and ours[other]:
-            note += f"; our endpoint under {server} vs under {other}: {ours[server] / ours[other]:.2f}x"
+        mine, theirs = ours[server], ours[other]
+        if mine and theirs:
+            note += f"; our endpoint under {server} vs under {other}: {mine / theirs:.2f}x"
         rows.append(
             Row(
                 "serving",

@@ -165,7 +165,7 @@ def test_records_that_are_not_objects_and_many_errors_are_reported_as_before(tra
     batch = [*copy.deepcopy(records[:5]), [1, 2], "text", *copy.deepcopy(records[5:8])]
     assert encode_records(batch, model)[1] == encode_records_by_row(copy.deepcopy(batch), model)[1]
     assert [e["loc"] for e in encode_records(batch, model)[1]] == [[5], [6]]
-    hopeless = [{} for _ in range(50)]  # every field of every record missing: cut after 100 errors
+    hopeless: list[dict] = [{} for _ in range(50)]  # every field of every record missing: cut after 100 errors
     errors = encode_records(hopeless, model)[1]
     assert errors == encode_records_by_row([{} for _ in range(50)], model)[1]
     assert 100 < len(errors) < 100 + len(spec.feature_names) + 1
