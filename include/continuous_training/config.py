@@ -414,7 +414,12 @@ class Settings:
     )
     serving_max_batch: int = _setting(1000, "CT_SERVING_MAX_BATCH", "most rows in one request")
     serving_max_body_bytes: int = _setting(1024 * 1024, "CT_SERVING_MAX_BODY_BYTES", "largest request body")
-    inference_flush_rows: int = _setting(1000, "CT_INFERENCE_FLUSH_ROWS", "inference log flushes after this many rows")
+    inference_flush_rows: int = _setting(
+        10_000,
+        "CT_INFERENCE_FLUSH_ROWS",
+        "inference log flushes after this many rows (one S3 object per flush and worker: each PUT costs "
+        "the worker CPU time and a request charge)",
+    )
     inference_flush_seconds: float = _setting(
         5.0, "CT_INFERENCE_FLUSH_SECONDS", "inference log flushes at least this often (seconds)"
     )
