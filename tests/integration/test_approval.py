@@ -213,6 +213,7 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     assert tags["ct.dataset_version"] in headline
     assert "(15,000 rows, 2026-10-03 to 2026-11-02)" in headline  # the 30-day window ending at the newest event
     run_id = client.get_model_version(settings.model_name, "2").run_id
+    assert run_id is not None
     card = Path(client.download_artifacts(run_id, "model_card/model_card.md")).read_text()
     assert f"**{headline}**" in card
     assert "| beats_champion | yes |" in card
