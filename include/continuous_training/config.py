@@ -426,6 +426,11 @@ class Settings:
     inference_buffer_rows: int = _setting(
         100_000, "CT_INFERENCE_BUFFER_ROWS", "rows kept while S3 is down; beyond: dropped and counted"
     )
+    explain_public: bool = _setting(
+        False,
+        "CT_EXPLAIN_PUBLIC",
+        "`POST /explain` (per-feature contributions of one record) without the admin token; off: authenticated",
+    )
     smoke_requests: int = _setting(200, "CT_SMOKE_REQUESTS", "smoke test size")
     smoke_p99_ms: float = _setting(250.0, "CT_SMOKE_P99_MS", "smoke test latency budget (p99)")
     rollout: str = _setting(

@@ -225,3 +225,16 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     html = Path(client.download_artifacts(run_id, "model_card/model_card.html")).read_text()
     assert "<table>" in html
     assert headline in html
+
+    # ... and the endpoint serves it: the headline and dataset version in /metadata, the HTML at /model-card.
+    import urllib.request
+
+    status, metadata = endpoint.get("/metadata")
+    assert status == 200
+    assert metadata["model_version"] == "2"
+    assert metadata["dataset_version"] == tags["ct.dataset_version"]
+    assert metadata["model_card"]["headline"] == headline
+    assert "| champion | 1 | 2 |" in metadata["model_card"]["markdown"]
+    with urllib.request.urlopen(endpoint.url + "/model-card", timeout=30) as response:
+        assert response.headers["Content-Type"].startswith("text/html")
+        assert headline in response.read().decode()

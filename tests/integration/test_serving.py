@@ -519,3 +519,24 @@ def test_the_default_p99_budget_is_what_the_smoke_test_uses_and_a_real_endpoint_
     impossible = run_smoke_test(s3, dataclasses.replace(settings, smoke_p99_ms=0.001), data, "1")
     assert not impossible.passed
     assert impossible.reason().startswith("p99 latency"), impossible.reason()
+
+
+def test_explain_gives_contributions_that_add_up_to_the_prediction(endpoint):
+    import math
+
+    record = _good(amount=900.0, channel="online", distance_from_home_km=400.0)
+    assert endpoint.post("/explain", record)[0] == 401  # authenticated unless CT_EXPLAIN_PUBLIC
+    status, explained = endpoint.post("/explain", record, token=endpoint.token)
+    assert status == 200, explained
+    assert set(explained["contributions"]) == set(FEATURES)
+    sizes = [abs(v) for v in explained["contributions"].values()]
+    assert sizes == sorted(sizes, reverse=True)  # the biggest reason first
+    margin = explained["base_value"] + sum(explained["contributions"].values())
+    _, predicted = endpoint.post("/predict", record)
+    assert 1 / (1 + math.exp(-margin)) == pytest.approx(predicted["probability"], abs=1e-5)
+    assert explained["probability"] == pytest.approx(predicted["probability"], abs=1e-7)
+    # the same checks as /predict; one record only
+    status, refused = endpoint.post("/explain", _good(amount="12"), token=endpoint.token)
+    assert status == 422
+    assert refused["detail"][0]["loc"] == [0, "amount"]
+    assert endpoint.post("/explain", {"records": [record]}, token=endpoint.token)[0] == 422

@@ -769,7 +769,11 @@ def create_app(settings: Settings | None = None) -> Any:
         if serving.champion is None:
             return json_response({"detail": "no model loaded", "deployment": deployment_info(serving)}, 503)
         info = _metadata(settings, serving.champion)
-        return json_response({**info, "deployment": deployment_info(serving)})
+        try:
+            card = _model_card_info(settings, serving.champion.version)
+        except Exception as error:  # the registry unreachable: the rest of the metadata still answers
+            card = {"error": f"{type(error).__name__}: {error}"}
+        return json_response({**info, "model_card": card, "deployment": deployment_info(serving)})
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
@@ -987,6 +991,44 @@ def create_app(settings: Settings | None = None) -> Any:
             return json_response({**predictions[0], "model_version": model.version})
         return json_response({"model_version": model.version, "predictions": predictions})
 
+    @app.post("/explain")
+    async def explain(request: Request) -> Response:
+        """Why one record got its prediction: per-feature contributions (the champion's own SHAP values,
+        XGBoost ``pred_contribs``), on the model's margin (log-odds for classifiers, per class for
+        multiclass); ``base_value`` plus the contributions is the margin. The body is one record, checked
+        as ``/predict`` checks it. Authenticated like the admin routes unless ``CT_EXPLAIN_PUBLIC``; never
+        written to the inference log."""
+        if not (settings.explain_public or authorized(request)):
+            return json_response({"detail": "missing or wrong bearer token (or set CT_EXPLAIN_PUBLIC)"}, 401)
+        model = store.serving.champion
+        if model is None:
+            return json_response({"detail": "no model loaded yet"}, 503)
+        try:
+            records, single = parse_records(await request.body(), settings)
+        except RequestError as error:
+            return json_response({"detail": error.detail}, error.status)
+        if not single:
+            return json_response({"detail": "/explain takes one record (a JSON object), not a batch"}, 422)
+        matrix, errors = encode_records(records, model)
+        if errors:
+            return json_response({"detail": errors}, 422)
+        prediction = predictions_of(model.spec, model.spec.predict(model.booster, matrix), threshold)[0]
+        return json_response({**prediction, "model_version": model.version, **contributions(model, matrix)})
+
+    @app.get("/model-card")
+    async def model_card() -> Response:
+        """The served champion's model card (HTML), as logged to its MLflow run at registration/promotion."""
+        from include.continuous_training.model_card import CARD_HTML
+
+        model = store.serving.champion
+        if model is None or not model.run_id:
+            return json_response({"detail": "no model loaded yet"}, 503)
+        try:
+            html = _load_text_artifact(model.run_id, CARD_HTML)
+        except Exception as error:  # a version registered before model cards
+            return json_response({"detail": f"version {model.version} has no model card: {error}"}, 404)
+        return Response(content=html, media_type="text/html; charset=utf-8")
+
     @app.post("/admin/unload")
     async def unload(request: Request) -> Response:
         """Serve nothing (a failed first deployment has no previous model to go back to)."""
@@ -1148,6 +1190,7 @@ def _metadata(settings: Settings, model: Any) -> dict[str, Any]:
         run = client.get_run(model.run_id)
         info["trained_at"] = run.info.start_time
         info["device"] = run.data.tags.get("ct.device")
+        info["dataset_version"] = run.data.tags.get("ct.dataset_version")
         for key, artifact in (("data_manifest", MANIFEST_ARTIFACT), ("decision", DECISION_ARTIFACT)):
             try:
                 info[key] = _load_json_artifact(model.run_id, artifact)
@@ -1155,6 +1198,51 @@ def _metadata(settings: Settings, model: Any) -> dict[str, Any]:
                 info[key] = None
     _METADATA_CACHE[model.version] = info
     return info
+
+
+def contributions(model: Any, matrix: Any) -> dict[str, Any]:
+    """SHAP contributions of one encoded row: ``{"base_value", "contributions": {feature: value}}``, sorted
+    by size (multiclass: both per class)."""
+    import numpy as np
+    import xgboost as xgb
+
+    names = list(model.spec.feature_names)
+    dmatrix = xgb.DMatrix(np.asarray(matrix), missing=np.nan, feature_names=names)
+    values = np.asarray(model.booster.predict(dmatrix, pred_contribs=True))[0]
+
+    def ranked(row: Any) -> dict[str, float]:
+        pairs = sorted(zip(names, row[:-1].tolist(), strict=True), key=lambda p: -abs(p[1]))
+        return {name: float(value) for name, value in pairs}
+
+    if values.ndim == 2:  # multiclass: one row per class
+        classes = [str(c) for c in model.spec.classes]
+        return {
+            "base_value": {c: float(row[-1]) for c, row in zip(classes, values, strict=True)},
+            "contributions": {c: ranked(row) for c, row in zip(classes, values, strict=True)},
+        }
+    return {"base_value": float(values[-1]), "contributions": ranked(values)}
+
+
+def _model_card_info(settings: Settings, version: str) -> dict[str, Any] | None:
+    """The version's model card: headline, URI, and its Markdown (read fresh: promotion rewrites it)."""
+    from include.continuous_training.registry import tracking_client
+
+    tags = tracking_client(settings).get_model_version(settings.model_name, version).tags
+    uri = tags.get("ct.model_card")
+    if not uri:
+        return None
+    run_id, path = uri.removeprefix("runs:/").split("/", 1)
+    try:
+        markdown = _load_text_artifact(run_id, path)
+    except Exception:
+        markdown = None
+    return {"headline": tags.get("ct.model_card_headline"), "uri": uri, "html": "/model-card", "markdown": markdown}
+
+
+def _load_text_artifact(run_id: str, path: str) -> str:
+    import mlflow
+
+    return str(mlflow.artifacts.load_text(f"runs:/{run_id}/{path}"))
 
 
 def _load_json_artifact(run_id: str, path: str) -> Any:
