@@ -149,11 +149,15 @@ def parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buffer.getvalue()
 
 
-def read_parquet_object(client: S3Client, bucket: str, key: str) -> tuple[pd.DataFrame, str]:
-    """One GET: the Parquet object at ``key`` as a DataFrame, and the ETag of the version read."""
+def read_parquet_object(
+    client: S3Client, bucket: str, key: str, version_id: str | None = None
+) -> tuple[pd.DataFrame, str]:
+    """One GET: the Parquet object at ``key`` (that ``version_id`` when given) as a DataFrame, and the
+    ETag of the version read."""
     import pandas as pd
 
-    response = client.get_object(Bucket=bucket, Key=key)
+    extra = {"VersionId": version_id} if version_id else {}
+    response = client.get_object(Bucket=bucket, Key=key, **extra)
     frame = pd.read_parquet(io.BytesIO(response["Body"].read()))
     return frame, str(response["ETag"]).strip('"')
 

@@ -260,6 +260,9 @@ def assemble_training_data(
     settings: Settings,
     window_days: int | None = None,
     not_after: datetime | None = None,
+    *,
+    pinned: list[dict[str, Any]] | None = None,
+    folder: str | None = None,
 ) -> TrainingData:
     """Build train / validation / holdout from curated batches; return their URIs and the manifest.
 
@@ -269,27 +272,37 @@ def assemble_training_data(
     whether it is in and why not. A window holding less than ``CT_WINDOW_SHRINK_TOLERANCE`` of the
     previous training's rows raises :class:`WindowShrank` (``CT_WINDOW_SHRINK_ACTION=fail``, writing
     nothing) or logs a warning (``warn``).
+
+    ``pinned`` (what :mod:`rebuild` passes): exactly these curated object versions (a recorded
+    manifest's ``batches``, each with the ``version_id`` holding its ``curated_etag``), instead of the
+    batches curated now; the window check is skipped and the splits go under ``folder``.
     """
     import pandas as pd
 
     from include.continuous_training.ingestion import read_manifest
 
     days = window_days or settings.training_window_days
-    batches = [entry for entry in read_manifest(client, settings) if entry.status == "ingested" and entry.curated_uri]
+    if pinned is None:
+        batches = [
+            {"batch_id": e.batch_id, "source_key": e.source.key, "curated_key": key_of(settings, e.curated_uri)}
+            for e in read_manifest(client, settings)
+            if e.status == "ingested" and e.curated_uri
+        ]
+    else:
+        batches = pinned
     if not batches:
         raise NoCuratedData("no curated batches yet: ingest data before training")
     ts, row_id = settings.event_time_column, settings.row_id_column
     frames: list[pd.DataFrame] = []
     used: list[dict[str, Any]] = []
-    for entry in batches:
-        assert entry.curated_uri is not None
-        key = key_of(settings, entry.curated_uri)
-        frame, etag = read_parquet_object(client, settings.s3_bucket, key)
-        frames.append(configured_columns_of(frame, entry.source.key, key, settings))
+    for batch in batches:
+        key = str(batch["curated_key"])
+        frame, etag = read_parquet_object(client, settings.s3_bucket, key, version_id=batch.get("version_id"))
+        frames.append(configured_columns_of(frame, batch["source_key"], key, settings))
         used.append(
             {
-                "batch_id": entry.batch_id,
-                "source_key": entry.source.key,
+                "batch_id": batch["batch_id"],
+                "source_key": batch["source_key"],
                 "curated_key": key,
                 "curated_etag": etag,
                 "rows": len(frame),
@@ -347,9 +360,20 @@ def assemble_training_data(
     manifest["window"]["not_after"] = window.not_after.isoformat()
     manifest["written_at"] = datetime.now(UTC).isoformat()  # orders manifests written in the same second
 
-    previous_uri, previous = latest_training_manifest(client, settings, other_than=data_hash) or (None, None)
-    shrink = check_window_shrink(n, window, previous, previous_uri, settings)
-    manifest["window_check"] = shrink.as_dict()
+    if pinned is None:
+        previous_uri, previous = latest_training_manifest(client, settings, other_than=data_hash) or (None, None)
+        shrink = check_window_shrink(n, window, previous, previous_uri, settings)
+        manifest["window_check"] = shrink.as_dict()
+    else:
+        shrink = WindowShrinkCheck(
+            n,
+            None,
+            None,
+            settings.window_shrink_tolerance,
+            settings.window_shrink_action,
+            "not compared",
+            "a rebuild of recorded data: not compared with a previous training",
+        )
     if shrink.verdict == "shrank":
         out_list = "; ".join(f"{b['source_key']}: {b['out_reason']}" for b in out[:3]) or "none wholly out"
         message = f"{shrink.reason}; batches out of the window: {out_list}"
@@ -384,7 +408,7 @@ def assemble_training_data(
         len(in_window),
         data_hash,
     )
-    folder = f"{settings.training_prefix}{data_hash}/"
+    folder = folder or f"{settings.training_prefix}{data_hash}/"
     uris = {}
     for name, split in splits.items():
         key = f"{folder}{name}.parquet"
