@@ -183,6 +183,7 @@ def test_airflow_and_mlflow_hold_the_rollout_the_summary_shows(demo, tmp_path):
 
     client = MlflowClient(tracking_uri=summary["urls"]["mlflow"])
     run_id = client.get_model_version(summary["model_name"], "2").run_id
+    assert run_id is not None
     logged = sorted(artifact.path for artifact in client.list_artifacts(run_id, "rollout"))
     assert logged == sorted(f"rollout/{slug}.json" for slug in STAGES)
     record = json.loads(Path(client.download_artifacts(run_id, "rollout/canary_10.json", str(tmp_path))).read_text())
