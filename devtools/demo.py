@@ -196,14 +196,19 @@ class Demo(LocalStack):
         champion_after = loop.champion
         self.check_served(champion_after)
         report = self._traffic("traffic after the new champion", rows=300, seed=23, covariate_drift=1.0)
+        from include.continuous_training.rollout import rollout_stages
+
         stages = self._rollout_records(champion_after)
+        expected = [stage.slug for stage in rollout_stages(self.settings)]  # none with CT_ROLLOUT=direct
         closed = (
             int(champion_after) > int(champion_before)
             and set(report.versions) == {champion_after}
             and report.failed == 0
             and triggered is not None
             and rollout.traffic["failed"] == 0
-            and len(stages) == len(rollout.timing["stages"]) > 0
+            and [stage["slug"] for stage in stages]
+            == [stage["stage"] for stage in rollout.timing["stages"]]
+            == expected
             and all(stage["verdict"] == "pass" for stage in stages)
         )
         return self.summary(closed)
@@ -215,12 +220,14 @@ class Demo(LocalStack):
         from devtools.traffic import BackgroundTraffic
 
         url = self.services.processes["serving"].url
-        stages = self.settings.rollout
-        self.say(
-            f"  clients call {url}/predict, {ROLLOUT_TRAFFIC_RATE:.0f} requests/s; the new model rolls out with "
-            f"CT_ROLLOUT={stages} (canary steps {','.join(f'{p:g}' for p in self.settings.canary_steps)} %, "
+        how = (
+            "is deployed directly (CT_ROLLOUT=direct)"
+            if self.settings.rollout == "direct"
+            else f"rolls out with CT_ROLLOUT={self.settings.rollout} (canary steps "
+            f"{','.join(f'{p:g}' for p in self.settings.canary_steps)} %, "
             f"{self.settings.rollout_min_requests} candidate-scored requests per stage)"
         )
+        self.say(f"  clients call {url}/predict, {ROLLOUT_TRAFFIC_RATE:.0f} requests/s; the new model {how}")
         # Transactions of the drifted period, and their true labels, sent to feedback/ as they are answered.
         frame = generate_batch(BatchSpec(rows=2000, seed=24, covariate_drift=1.0, concept_drift=1.0))
         records = list(frame[list(self.settings.feature_columns)].to_dict(orient="records"))
@@ -529,7 +536,14 @@ def render(summary: dict[str, Any]) -> str:
     lines.append("Rollouts:")
     lines.append("  settings: " + ", ".join(f"{key}={value}" for key, value in settings.items()))
     for r in summary.get("rollouts", []):
-        lines.append(f"  v{r['version']} beside champion v{r['beside_champion']} ({r['dag_run_id']}): {r['outcome']}")
+        if not r["stages"]:
+            lines.append(
+                f"  v{r['version']} ({r['dag_run_id']}): no rollout stages (CT_ROLLOUT=direct): {r['outcome']}"
+            )
+        else:
+            lines.append(
+                f"  v{r['version']} beside champion v{r['beside_champion']} ({r['dag_run_id']}): {r['outcome']}"
+            )
         for stage in r["stages"]:
             clock = f" in {stage['seconds']:.0f} s" if stage["seconds"] is not None else ""
             waiting = f" (waiting for traffic {stage['waiting_s']:.0f} s)" if stage["waiting_s"] is not None else ""
@@ -551,6 +565,8 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(
             f"    loop: batch lands -> champion serving {loop['total_s']:.0f} s with the rollout, about "
             f"{loop['without_rollout_s']:.0f} s without: the stages added {loop['rollout_s']:.0f} s"
+            if r["stages"]
+            else f"    loop: batch lands -> champion serving {loop['total_s']:.0f} s"
         )
     lines.append("Quarantined objects:")
     for q in summary["quarantined"]:
