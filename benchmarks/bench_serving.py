@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> list[Row]:
                     rollouts = rollout_modes(settings, pid, url, own["CT_SERVING_ADMIN_TOKEN"], single, args, Path(tmp))
             finally:
                 stop_groups([pid], grace=30)
+        ceilings = server_ceilings(own, bodies["ours"][0], args, Path(tmp))
 
     ours, base = results["ours"], results["mlflow models serve"]
     setup = f"{args.workers} workers each, wrk 1 thread x {args.connections} connections, {args.seconds} s"
@@ -238,11 +239,12 @@ def main(argv: list[str] | None = None) -> list[Row]:
             batches["mlflow models serve"]["rps"] * args.batch,
             "rows/s",
             "mlflow models serve",
-            "—",
-            None,
+            "≥ 5x MLflow",
+            batches["ours"]["rps"] >= 5 * batches["mlflow models serve"]["rps"],
             note=f"p99 {batches['ours']['p99_ms']:.1f} ms vs {batches['mlflow models serve']['p99_ms']:.1f} ms",
         ),
     ]
+    rows += ceiling_rows(ceilings, args)
     direct = rollouts.pop("direct")
     for label, measured in rollouts.items():
         cost, target = measured["cpu_us"] / direct["cpu_us"], ROLLOUT_TARGETS.get(label)
@@ -264,6 +266,125 @@ def main(argv: list[str] | None = None) -> list[Row]:
             )
         )
     emit(rows, args.json)
+    return rows
+
+
+SERVERS = ("uvicorn", "granian")
+
+
+def server_argv(server: str, target: str, port: int, workers: int, factory: bool) -> list[str]:
+    """How ``server`` runs the ASGI ``target`` on loopback with ``workers`` processes, no access log."""
+    import sys
+
+    common = ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    common += ["--no-access-log", *(["--factory"] if factory else [])]
+    if server == "uvicorn":
+        return [sys.executable, "-m", "uvicorn", target, *common]
+    return [sys.executable, "-m", "granian", "--interface", "asgi", *common, target]
+
+
+def server_ceilings(
+    own: dict[str, str], record: dict, args: argparse.Namespace, workdir: Path
+) -> dict[tuple[str, str], dict[str, float] | str]:
+    """Single-row load on an empty ASGI handler (:mod:`benchmarks.ceiling_app`) and on our endpoint's app,
+    each under uvicorn and under granian, same workers, same wrk: what the server stack allows, and what
+    share of it the endpoint reaches. A server that is not installed gets its reason instead of figures.
+
+    Our app under a server other than its launcher's gets the environment the launcher gives it (its
+    state folder, worker count); it follows the same desired deployment in S3 (direct by then).
+    """
+    import importlib.util
+
+    from devtools.processes import spawn_group, stop_groups
+    from devtools.services import free_port, subprocess_env
+
+    found: dict[tuple[str, str], dict[str, float] | str] = {}
+    apps = {
+        "empty handler": ("benchmarks.ceiling_app:app", False, "/"),
+        "our endpoint": ("include.continuous_training.serving.app:create_app", True, "/ready"),
+    }
+    for server in SERVERS:
+        for label, (target, factory, ready) in apps.items():
+            if importlib.util.find_spec(server) is None:
+                found[(server, label)] = f"{server} not installed"
+                continue
+            port = free_port()
+            state = workdir / f"ceiling-{server}-{label.replace(' ', '-')}"
+            env = subprocess_env(
+                {
+                    **own,
+                    "CT_SERVING_URL": f"http://127.0.0.1:{port}",
+                    "CT_SERVING_STATE_DIR": str(state),
+                    "CT_SERVING_WORKERS": str(args.workers),
+                }
+            )
+            argv = server_argv(server, target, port, args.workers, factory)
+            pid = spawn_group(argv, env, cwd=Path.cwd(), log_path=workdir / f"{state.name}.log").pid
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_for(url + ready)
+                wrk(url + "/predict", record, 3, args.connections, workdir)  # warm-up
+                found[(server, label)] = run = wrk(url + "/predict", record, args.seconds, args.connections, workdir)
+                print(f"{label} under {server:8s} {run['rps']:8.0f} req/s  p99 {run['p99_ms']:7.2f} ms", flush=True)
+            finally:
+                stop_groups([pid], grace=30)
+    return found
+
+
+def ceiling_rows(found: dict[tuple[str, str], dict[str, float] | str], args: argparse.Namespace) -> list[Row]:
+    """The server-ceiling rows: the empty handler under granian vs uvicorn; our endpoint's share of the
+    empty handler under each server (with the endpoint's own granian/uvicorn ratio in the note)."""
+    setup = f"{args.workers} workers, wrk 1 thread x {args.connections} connections, {args.seconds} s"
+
+    def rps(server: str, label: str) -> float | None:
+        run = found.get((server, label))
+        return run["rps"] if isinstance(run, dict) else None
+
+    def missing(*keys: tuple[str, str]) -> str:
+        """Why a run has no figures, or else its non-2xx answers (an error answers faster than a prediction)."""
+        notes = []
+        for key in keys:
+            run = found.get(key)
+            if isinstance(run, dict):
+                notes.append(f"{key[1]} on {key[0]} non-2xx {run['non_2xx']:.0f}")
+            elif run is not None:
+                notes.append(str(run))
+        return "; ".join(notes)
+
+    empty = {server: rps(server, "empty handler") for server in SERVERS}
+    ours = {server: rps(server, "our endpoint") for server in SERVERS}
+    rows = [
+        Row(
+            "serving",
+            f"single-row ceiling: an empty ASGI handler under granian vs under uvicorn, {setup}",
+            empty["granian"],
+            empty["uvicorn"],
+            "req/s",
+            "the same handler under uvicorn",
+            "—",
+            None,
+            note=missing(("granian", "empty handler"), ("uvicorn", "empty handler")),
+        )
+    ]
+    for server in SERVERS:
+        other = "granian" if server == "uvicorn" else "uvicorn"
+        note = missing((server, "our endpoint"), (server, "empty handler"))
+        mine, theirs = ours[server], ours[other]
+        if mine and theirs:
+            note += f"; our endpoint under {server} vs under {other}: {mine / theirs:.2f}x"
+        rows.append(
+            Row(
+                "serving",
+                f"single-row POST /predict under {server}: share of the empty handler's ceiling on {server}",
+                ours[server],
+                empty[server],
+                "req/s",
+                f"empty handler, {server}",
+                "—",
+                None,
+                note=note,
+            )
+        )
     return rows
 
 
@@ -316,6 +437,7 @@ def rollout_modes(
                 f"{label:20s} {run['rps']:8.0f} req/s  p99 {run['p99_ms']:7.2f} ms  {run['cpu_us']:6.0f} CPU-µs/req",
                 flush=True,
             )
+    admin.wait_converged(modes["direct"](), timeout=60)  # champion only again, for what runs next
     # Per mode, the run with the median CPU time per request.
     return {label: sorted(found, key=lambda r: r["cpu_us"])[len(found) // 2] for label, found in runs.items()}
 

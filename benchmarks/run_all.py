@@ -6,6 +6,7 @@ this collects them, prints the table (Markdown, so it pastes into the README or 
 instead of stopping the others.
 
     python -m benchmarks.run_all [--quick]
+    python -m benchmarks.run_all --only serving --merge   # rerun one section, keep the others' rows
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import Row, table
 
@@ -52,12 +54,48 @@ def machine() -> dict[str, object]:
     }
 
 
+def merged(
+    previous: dict[str, Any], fresh: list[Row], seconds: dict[str, float], sections: list[str], generated: str
+) -> tuple[dict[str, Any], list[Row], dict[str, float]]:
+    """``previous`` (a results file) with the rows of ``sections`` replaced by ``fresh`` ones, in place:
+    the other rows, their timings and the run they came from stay; ``updated_at`` says when each
+    replaced section was measured (and ``machine_by_section`` on what, when it differs)."""
+    rows: list[Row] = []
+    placed = False
+    for raw in previous.get("rows", []):
+        if raw["section"] in sections:
+            if not placed:
+                rows += fresh
+                placed = True
+            continue
+        raw = {k: v for k, v in raw.items() if k != "ratio"}
+        rows.append(Row(**raw))
+    if not placed:
+        rows += fresh
+    record = {k: v for k, v in previous.items() if k not in ("seconds_per_benchmark", "rows", "table")}
+    updated = dict(record.get("updated_at") or {})
+    updated.update({name: generated for name in sections})
+    record["updated_at"] = updated
+    if machine() != previous.get("machine"):
+        by_section = dict(record.get("machine_by_section") or {})
+        by_section.update({name: machine() for name in sections})
+        record["machine_by_section"] = by_section
+    return record, rows, {**previous.get("seconds_per_benchmark", {}), **seconds}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs: checks the harness only")
     parser.add_argument("--only", nargs="+", help="run only these benchmarks")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: replace only those benchmarks' rows in --out, keeping the other rows as they are",
+    )
     args = parser.parse_args(argv)
+    if args.merge and not args.only:
+        parser.error("--merge needs --only (the benchmarks whose rows it replaces)")
 
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1", "PYTHONWARNINGS": "ignore"}
     rows: list[Row] = []
@@ -78,23 +116,15 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(Row(**raw))
             else:
                 rows.append(Row(name, f"{name} benchmark", None, None, "", "", "—", False, f"exit {result.returncode}"))
+    generated = datetime.now(UTC).isoformat(timespec="seconds")
+    record: dict[str, object] = {"generated_at": generated, "quick": args.quick, "machine": machine()}
+    if args.merge and args.out.exists():
+        record, rows, seconds = merged(json.loads(args.out.read_text()), rows, seconds, args.only, generated)
     report = table(rows)
     print("\n" + report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "generated_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "quick": args.quick,
-                "machine": machine(),
-                "seconds_per_benchmark": seconds,
-                "rows": [row.as_dict() for row in rows],
-                "table": report,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
+    record.update(seconds_per_benchmark=seconds, rows=[row.as_dict() for row in rows], table=report)
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(f"\nwritten to {args.out} ({sum(seconds.values()):.0f} s in all)")
     return 0
 

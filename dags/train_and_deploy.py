@@ -32,6 +32,10 @@ the drift report URI and its decision). One run at a time.
      `CT_ROLLOUT_MAX_MINUTES`) → **analyze_<stage>** (error rate, p99, PSI / KS, label agreement,
      realized metric on the same live traffic; the record in the log and in MLflow `rollout/`); a
      failing stage, or too little traffic (`CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback`), rolls back.
+     With `CT_APPROVAL=required`, **approve_promotion** (Airflow's HITL approval: Required Actions in
+     the UI, or the REST API) shows the decision record and the rollout analysis before the alias
+     moves (the challenger waits beside the champion meanwhile); a reject or no answer within
+     `CT_APPROVAL_TIMEOUT_HOURS` rolls back.
      Deploy, smoke test or a stage fails → **rollback_deployment** puts the endpoint back
      on the champion, aliases unchanged, the run fails and an alert fires. With
      `CT_DEPLOYMENT_TARGET=none` the deploy steps skip and the champion alias moves directly;
@@ -52,7 +56,7 @@ from include.continuous_training.assets import curated_batches_asset
 from include.continuous_training.config import load_settings, task_settings
 from include.continuous_training.errors import task_outcome
 from include.continuous_training.features import TUNABLE_PARAMS
-from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, persist_link
+from include.continuous_training.links import MLFLOW_RUN_LINK_KEY, MODEL_CARD_LINK_KEY, persist_link
 from include.continuous_training.model_files import ModelFile, model_doc, models_to_build
 from include.continuous_training.notifications import alert_on_failure
 from include.continuous_training.records import Deployment, Evaluation, TrainedModel, TrainingData
@@ -69,6 +73,10 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
     settings = load_settings(model=model_file)
     curated_batches = curated_batches_asset(model_file, settings)
     stages = rollout_stages(settings)  # CT_ROLLOUT as the parsing process sees it (environment, model file)
+    approval = settings.approval == "required"  # CT_APPROVAL, likewise
+    held_back = (
+        bool(stages) or approval
+    )  # a challenger beside a champion takes no traffic until a stage or a person lets it
 
     @dag(
         dag_id=model_file.dag_id("train_and_deploy"),
@@ -183,6 +191,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         def register_challenger(model: TrainedModel, data: TrainingData, **context: Any) -> str:
             """New model version aliased `challenger` (once per run), tagged with what justified it."""
             from include.continuous_training.evaluation import DecisionRecord
+            from include.continuous_training.model_card import write_model_card
             from include.continuous_training.registry import register_challenger as register
             from include.continuous_training.registry import tracking_client
             from include.continuous_training.storage import read_json_uri, s3_client_from_connection
@@ -192,15 +201,28 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             decision = DecisionRecord.from_dict(context["ti"].xcom_pull(task_ids="decide_promotion", key="decision"))
             with task_outcome():
-                manifest = read_json_uri(
-                    s3_client_from_connection(settings.aws_conn_id), settings, data["manifest_uri"]
-                )
+                s3 = s3_client_from_connection(settings.aws_conn_id)
+                manifest = read_json_uri(s3, settings, data["manifest_uri"])
                 tags = {
                     "ct.dag_run_id": context["run_id"],
                     "ct.decision": decision.as_dict(),
                     "ct.data_manifest": manifest,
+                    "ct.dataset_version": data["dataset_version"],
                 }
-                return register(tracking_client(settings), settings, model["run_id"], model["model_id"], tags)
+                version = register(
+                    tracking_client(settings),
+                    settings,
+                    model["run_id"],
+                    model["model_id"],
+                    tags,
+                    who=context["run_id"],
+                    why=decision.summary()[:1000],
+                    record_uri=f"runs:/{model['run_id']}/evaluation/decision.json",
+                )
+                card = write_model_card(s3, settings, tracking_client(settings), version)
+            print(f"model card: {card.headline} ({card.markdown_uri})")
+            persist_link(context, MODEL_CARD_LINK_KEY, card.html_url)
+            return version
 
         @task
         def deploy_challenger(version: str, **context: Any) -> Deployment:
@@ -218,7 +240,7 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 champion = version_by_alias(tracking_client(settings), settings.model_name, CHAMPION)
                 context["ti"].xcom_push(key="attempted", value=version)  # tells rollback there is something to undo
                 target = target_for(settings)
-                if stages and champion is not None:  # loaded beside the champion, no traffic until the first stage
+                if held_back and champion is not None:  # beside the champion, no traffic until a stage / approval
                     generation = target.start_rollout(
                         version, "shadow", shadow_percent=0.0, reason="smoke test", updated_by=context["run_id"]
                     )
@@ -238,7 +260,9 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )  # environment, then the model file, then Airflow Variables, then defaults
             s3 = s3_client_from_connection(settings.aws_conn_id)
             with task_outcome():
-                variant = "candidate" if stages and deployment["previous"] is not None else None
+                # through the authenticated /admin/predict, never logged: the golden set is not live traffic,
+                # so it cannot dilute the drift window or a rollout's analysis
+                variant = "candidate" if held_back and deployment["previous"] is not None else "champion"
                 report = run_smoke_test(s3, settings, data, deployment["version"], variant=variant)
                 print(f"smoke test of version {deployment['version']}: {report.reason()}")
                 if not report.passed:
@@ -259,7 +283,12 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             with task_outcome():
                 if attempted is None:
                     raise NothingToDo("nothing was deployed in this run: nothing to roll back")
-                restored = rollback_to_champion(settings, rolled_back=str(attempted))
+                restored = rollback_to_champion(
+                    settings,
+                    rolled_back=str(attempted),
+                    who=context["run_id"],
+                    why="its deployment, smoke test, rollout or approval failed in this run",
+                )
             served = f"endpoint back on champion version {restored}" if restored else "no champion: endpoint unloaded"
             send_alert(
                 settings,
@@ -272,6 +301,8 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
         def promote_champion(version: str, **context: Any) -> dict[str, str | None]:
             """Alias `champion` → this version; the previous one keeps `previous_champion`; after a
             rollout, every endpoint replica serves it as the champion."""
+            import json
+
             from include.continuous_training.deployment import complete_rollout
             from include.continuous_training.registry import promote_champion as promote
             from include.continuous_training.registry import tracking_client
@@ -280,9 +311,29 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 model_file
             )  # environment, then the model file, then Airflow Variables, then defaults
             with task_outcome():
-                aliases = promote(tracking_client(settings), settings, version)
-                if stages and settings.deployment_target != "none":
+                client = tracking_client(settings)
+                run = client.get_model_version(settings.model_name, version).run_id
+                who, why, uri = context["run_id"], "passed every gate", f"runs:/{run}/evaluation/decision.json"
+                if stages:
+                    why = f"passed every gate and the rollout ({', '.join(stage.name for stage in stages)})"
+                    uri = f"runs:/{run}/rollout/{stages[-1].slug}.json"
+                if approval:
+                    from include.continuous_training.approval import APPROVAL_TASK_ID, approval_record
+
+                    record = approval_record(context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)) or {}
+                    print(f"approved: {record}")
+                    client.set_model_version_tag(settings.model_name, version, "ct.approval", json.dumps(record))
+                    who = f"{record.get('approved_by')} (approval in {context['run_id']})"
+                    why += f"; approved: {record.get('comment') or 'no comment'}"
+                aliases = promote(client, settings, version, who=who, why=why, record_uri=uri)
+                if held_back and settings.deployment_target != "none":
                     complete_rollout(settings, version, updated_by=context["run_id"])
+                from include.continuous_training.model_card import write_model_card
+                from include.continuous_training.storage import s3_client_from_connection
+
+                card = write_model_card(s3_client_from_connection(settings.aws_conn_id), settings, client, version)
+            print(f"model card (with the promotion): {card.headline} ({card.markdown_uri})")
+            persist_link(context, MODEL_CARD_LINK_KEY, card.html_url)
             return aliases
 
         @task
@@ -393,8 +444,14 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
             )
             chain(rollout[-1] if rollout else smoke, started, traffic, verdict)
             rollout += [started, traffic, verdict]
-        chain(rollout[-1] if rollout else smoke, promote_champion(version))
-        chain([deployment, smoke, *rollout], rollback_deployment())
+        gate: list[Any] = []
+        if approval:  # a person answers in Airflow (Required Actions / HITL API); a reject fails it → rollback
+            from include.continuous_training.approval import approval_task
+
+            gate = [approval_task(settings, [f"analyze_{stage.slug}" for stage in stages])]
+            chain(rollout[-1] if rollout else smoke, gate[0])
+        chain((gate or rollout or [smoke])[-1], promote_champion(version))
+        chain([deployment, smoke, *rollout, *gate], rollback_deployment())
 
     train_and_deploy()
 

@@ -75,3 +75,14 @@ class AirflowAPI:
     def task_states(self, dag_id: str, run_id: str) -> dict[tuple[str, int], str | None]:
         """``(task_id, map_index) -> state`` for every task instance of a run."""
         return {(ti["task_id"], ti["map_index"]): ti["state"] for ti in self.task_instances(dag_id, run_id)}
+
+    # -- human-in-the-loop (CT_APPROVAL=required) -----------------------------------------------------
+    def pending_approvals(self, dag_id: str = "~", run_id: str = "~") -> list[dict[str, Any]]:
+        """Human-in-the-loop requests nobody has answered yet (subject, body, options, the task instance)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/hitlDetails?limit=100&response_received=false"
+        return [d for d in self._send("GET", path)["hitl_details"] if not d.get("response_received")]
+
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict[str, Any] | None = None) -> Any:
+        """Answer a human-in-the-loop request as this user (``option``: e.g. ``Approve`` or ``Reject``)."""
+        path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        return self._send("PATCH", path, {"chosen_options": [option], "params_input": params or {}})

@@ -1,4 +1,5 @@
-"""Operator extra links: "MLflow run" on the training task, "Drift report" on the drift task.
+"""Operator extra links: "MLflow run" on the training task, "Drift report" on the drift task, "Model card"
+on the registration and promotion tasks.
 
 Real plugin objects only. The tasks store each URL in XCom with ``links.persist_link`` under the key
 each link class declares (``key``, from ``include/continuous_training/links.py``); the link returns
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from airflow.plugins_manager import AirflowPlugin
 from airflow.sdk import BaseOperatorLink
 
-from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, MLFLOW_RUN_LINK_KEY
+from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, MLFLOW_RUN_LINK_KEY, MODEL_CARD_LINK_KEY
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -59,6 +60,13 @@ class DriftReportLink(_XComLink):
     key = DRIFT_REPORT_LINK_KEY
 
 
+class ModelCardLink(_XComLink):
+    """The registered version's model card (Markdown and HTML artifacts of its MLflow run)."""
+
+    name = "Model card"
+    key = MODEL_CARD_LINK_KEY
+
+
 class ContinuousTrainingPlugin(AirflowPlugin):
     name = "continuous_training"
-    global_operator_extra_links = [MlflowRunLink(), DriftReportLink()]
+    global_operator_extra_links = [MlflowRunLink(), DriftReportLink(), ModelCardLink()]

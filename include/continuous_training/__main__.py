@@ -1,7 +1,9 @@
 """``python -m include.continuous_training <command>``: the package's commands for people.
 
 - ``init-model --reference FILE --label COLUMN --name NAME``: a model file and a suite from a sample;
-- ``check-model NAME [--sample FILE]``: every mismatch between a model file, its suite and a sample.
+- ``check-model NAME [--sample FILE]``: every mismatch between a model file, its suite and a sample;
+- ``history [--model NAME] [--at TIME]``: every alias move of a registered model (the audit trail), or
+  which version was the champion at ``TIME`` and why.
 
 Exit status: 0 done / no problems; 1 refused or problems found (one line each); 2 a usage error.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from include.continuous_training.config import TASKS, SettingsError
@@ -31,7 +34,34 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("name", help="the model's name: NAME.yaml in the models directory")
     check.add_argument("--sample", type=Path, help="a CSV or Parquet sample to validate as ingest would")
     check.add_argument("--models-dir", type=Path, help="default: CT_MODELS_DIR, else models/ at the project root")
+    history = commands.add_parser("history", help="the audit trail: every alias move, or the champion at a time")
+    history.add_argument("--model", help="a model file's name (default: CT_MODEL, else the environment's settings)")
+    history.add_argument("--at", type=_utc_time, help="ISO time, e.g. 2026-11-12T14:00 (UTC unless it says)")
     return parser
+
+
+def _utc_time(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r} (e.g. 2026-11-12T14:00)") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def _history(model: str | None, at: datetime | None) -> int:
+    from include.continuous_training.audit import format_history, read_history
+    from include.continuous_training.config import load_settings
+    from include.continuous_training.storage import s3_client
+
+    try:
+        settings = load_settings(model=model)
+    except SettingsError as error:
+        print(f"history: {error}", file=sys.stderr)
+        return 1
+    events = read_history(s3_client(settings), settings)
+    print(f"{settings.model_name}: {len(events)} alias move(s) in s3://{settings.s3_bucket}/{settings.audit_prefix}")
+    print(format_history(events, at))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     from include.continuous_training.onboarding import OnboardingError, check_model, init_model
 
     args = _parser().parse_args(argv)
+    if args.command == "history":
+        return _history(args.model, args.at)
     if args.command == "init-model":
         try:
             result = init_model(

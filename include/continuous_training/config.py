@@ -64,6 +64,8 @@ WINDOW_SHRINK_ACTIONS = ("fail", "warn")
 ROLLOUT_STRATEGIES = ("direct", "shadow", "canary", "shadow,canary")
 # A rollout stage that did not see CT_ROLLOUT_MIN_REQUESTS by CT_ROLLOUT_MAX_MINUTES: undo it, or go on (loudly).
 INSUFFICIENT_TRAFFIC_ACTIONS = ("rollback", "proceed")
+# Who lets a model that passed every gate become the champion: the gates alone, or a person too (Airflow HITL).
+APPROVAL_MODES = ("none", "required")
 # What a model predicts: the objective, the metrics and the gates follow from it.
 TASKS = ("binary", "multiclass", "regression")
 # The holdout metrics each task reports; the first is the task's default gate metric (CT_GATE_METRIC).
@@ -228,6 +230,23 @@ class Settings:
         "serving/",
         "CT_SERVING_STATE_PREFIX",
         "the desired deployment every endpoint replica follows: `<prefix><registered model>/deployment.json`",
+        kind=_PREFIX,
+    )
+    dataset_prefix: str = _setting(
+        "datasets/",
+        "CT_DATASET_PREFIX",
+        "dataset versions (`<dataset>@v12` per training window, `<dataset>/batch@v7` per curated batch)",
+        kind=_PREFIX,
+    )
+    dataset_name: str = _setting(
+        "",
+        "CT_DATASET_NAME",
+        "the name in dataset versions; empty: the suite's file name without `.json` / `.suite.json`",
+    )
+    audit_prefix: str = _setting(
+        "audit/",
+        "CT_AUDIT_PREFIX",
+        "append-only audit trail of alias moves: one object per event under `<prefix><registered model>/`",
         kind=_PREFIX,
     )
     aws_conn_id: str = _setting("aws_ct", "CT_AWS_CONN_ID", "Airflow connection used for S3")
@@ -395,7 +414,12 @@ class Settings:
     )
     serving_max_batch: int = _setting(1000, "CT_SERVING_MAX_BATCH", "most rows in one request")
     serving_max_body_bytes: int = _setting(1024 * 1024, "CT_SERVING_MAX_BODY_BYTES", "largest request body")
-    inference_flush_rows: int = _setting(1000, "CT_INFERENCE_FLUSH_ROWS", "inference log flushes after this many rows")
+    inference_flush_rows: int = _setting(
+        10_000,
+        "CT_INFERENCE_FLUSH_ROWS",
+        "inference log flushes after this many rows (one S3 object per flush and worker: each PUT costs "
+        "the worker CPU time and a request charge)",
+    )
     inference_flush_seconds: float = _setting(
         5.0, "CT_INFERENCE_FLUSH_SECONDS", "inference log flushes at least this often (seconds)"
     )
@@ -446,6 +470,22 @@ class Settings:
         0.8,
         "CT_ROLLOUT_MIN_AGREEMENT",
         "share of paired (shadow) requests where both models predict the same label (classifiers)",
+    )
+    approval: str = _setting(
+        "none",
+        "CT_APPROVAL",
+        "`required`: before the champion alias moves, a person approves in Airflow (Required Actions, or the "
+        "HITL REST API), shown the decision record and the rollout analysis; a reject rolls back. Until then "
+        "the candidate serves only what its rollout stage gives it (nothing, with `CT_ROLLOUT=direct`)",
+    )
+    approval_timeout_hours: float = _setting(
+        72.0, "CT_APPROVAL_TIMEOUT_HOURS", "no answer by then counts as a reject: the candidate is rolled back"
+    )
+    approvers: tuple[str, ...] = _setting(
+        (),
+        "CT_APPROVERS",
+        "Airflow user ids who may answer the approval (comma-separated); empty: anyone who may edit the DAG",
+        shown="",
     )
     alert_webhook_url: str | None = _setting(
         None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
@@ -523,6 +563,10 @@ class Settings:
                 f"CT_CANARY_STEPS {','.join(f'{b:g}' for b in self.canary_steps)!r}: expected increasing percentages "
                 "in (0, 100], e.g. 5,25,50"
             )
+        if self.approval not in APPROVAL_MODES:
+            raise SettingsError(f"CT_APPROVAL {self.approval!r}: expected one of {APPROVAL_MODES}")
+        if self.approval_timeout_hours <= 0:
+            raise SettingsError(f"CT_APPROVAL_TIMEOUT_HOURS must be > 0, got {self.approval_timeout_hours:g}")
         if self.rollout_insufficient_traffic not in INSUFFICIENT_TRAFFIC_ACTIONS:
             raise SettingsError(
                 f"CT_ROLLOUT_INSUFFICIENT_TRAFFIC {self.rollout_insufficient_traffic!r}: expected one of "

@@ -234,7 +234,9 @@ class LocalEndpoint:
         return str(payload["model_version"]) if status == 200 else None
 
 
-def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> str | None:
+def rollback_to_champion(
+    settings: Settings, rolled_back: str | None = None, who: str | None = None, why: str = "rolled back"
+) -> str | None:
     """Point the endpoint back at the ``champion`` version (or unload it when there is none).
 
     ``rolled_back`` is the version whose deployment failed: it loses the ``challenger`` alias (it
@@ -250,7 +252,7 @@ def rollback_to_champion(settings: Settings, rolled_back: str | None = None) -> 
     else:
         target.deploy(str(champion.version))
     if rolled_back is not None and (champion is None or str(champion.version) != rolled_back):
-        retire_challenger(client, settings, rolled_back)
+        retire_challenger(client, settings, rolled_back, who=who, why=why)
     return str(champion.version) if champion is not None else None
 
 
@@ -403,8 +405,10 @@ def run_smoke_test(
 ) -> SmokeReport:
     """Golden set from this run's holdout; offline scores from the registered version itself.
 
-    ``variant="candidate"``: the version is loaded beside the champion for a rollout and answers no
-    caller yet; the golden set goes to ``/admin/predict?variant=candidate`` (authenticated, not logged).
+    ``variant`` ``"champion"`` (just deployed) or ``"candidate"`` (loaded beside the champion for a
+    rollout or an approval, answering no caller yet): the golden set goes to
+    ``/admin/predict?variant=...`` (authenticated, not written to the inference log, so drift and rollout
+    analyses never see it). None: through the public ``/predict`` (logged like any caller's request).
     """
     from include.continuous_training.registry import load_model
     from include.continuous_training.storage import read_parquet_uri

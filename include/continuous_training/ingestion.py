@@ -86,6 +86,8 @@ class IngestResult:
     future_rows: int = 0
     old_rows: int = 0
     event_times: dict[str, Any] | None = None
+    # ``<dataset>/batch@v7`` (dataset_versions.py); absent in entries written before versions existed.
+    dataset_version: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**vars(self), "source": self.source.as_dict()}
@@ -101,6 +103,7 @@ class IngestResult:
             "flags": self.flags,
             "future_rows": self.future_rows,
             "old_rows": self.old_rows,
+            "dataset_version": self.dataset_version,
         }
 
     @classmethod
@@ -307,6 +310,11 @@ def _process(
     good = with_derived_columns(good, settings, ref, ingested_at)
     curated_key = f"{settings.curated_prefix}batch_id={batch_id}/data.parquet"
     put_bytes(client, settings.s3_bucket, curated_key, parquet_bytes(good))
+    from include.continuous_training.dataset_versions import version_for
+
+    version = version_for(
+        client, settings, "batch", batch_id, {"source_key": ref.key, "source_etag": ref.etag, "rows": len(good)}
+    )
     result = IngestResult(
         batch_id=batch_id,
         source=ref,
@@ -321,7 +329,9 @@ def _process(
         future_rows=times.future_rows if times else 0,
         old_rows=times.old_rows if times else 0,
         event_times=times.as_report() if times else None,
+        dataset_version=version.label,
     )
+    log.info("%s: curated as %s (%d rows)", ref.key, version.label, len(good))
     if flags:
         _alert_flagged(settings, result, outcome.flags)
     if old_note:

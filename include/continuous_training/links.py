@@ -14,7 +14,8 @@ from typing import Any
 
 MLFLOW_RUN_LINK_KEY = "_link_MlflowRunLink"
 DRIFT_REPORT_LINK_KEY = "_link_DriftReportLink"
-LINK_KEYS = (MLFLOW_RUN_LINK_KEY, DRIFT_REPORT_LINK_KEY)
+MODEL_CARD_LINK_KEY = "_link_ModelCardLink"
+LINK_KEYS = (MLFLOW_RUN_LINK_KEY, DRIFT_REPORT_LINK_KEY, MODEL_CARD_LINK_KEY)
 
 
 def persist_link(context: Mapping[str, Any], key: str, url: str) -> None:

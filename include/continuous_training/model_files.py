@@ -53,6 +53,8 @@ PREFIX_FOLDERS = {
     "feedback_prefix": "feedback/",
     "reports_prefix": "reports/",
     "serving_state_prefix": "serving/",
+    "audit_prefix": "audit/",
+    "dataset_prefix": "datasets/",
 }
 # The same for every model of a deployment: these stay in the environment / Airflow.
 DEPLOYMENT_WIDE = frozenset(

@@ -17,6 +17,7 @@ class TrainingData(TypedDict):
     """``assemble_training_data`` → the splits in S3 and their manifest (never the rows themselves)."""
 
     data_hash: str
+    dataset_version: str  # e.g. "transactions@v12" (dataset_versions.py)
     manifest_uri: str
     rows: dict[str, int]
     train_uri: str

@@ -92,8 +92,15 @@ def register_challenger(
     run_id: str,
     model_id: str,
     tags: dict[str, Any],
+    who: str | None = None,
+    why: str = "passed every gate",
+    record_uri: str | None = None,
 ) -> str:
-    """Register the run's logged model once (a re-run finds the same version); alias it ``challenger``."""
+    """Register the run's logged model once (a re-run finds the same version); alias it ``challenger``.
+
+    Every alias move is appended to the audit trail (:mod:`~include.continuous_training.audit`) with
+    ``who`` (a DAG run id; default: the OS user), ``why`` and the URI of the record behind it.
+    """
     from mlflow.exceptions import MlflowException
 
     name = settings.model_name
@@ -113,8 +120,26 @@ def register_challenger(
         log.info("registered %s version %s from run %s", name, version.version, run_id)
     else:
         log.info("run %s is already %s version %s: not registering again", run_id, name, version.version)
+    before = version_by_alias(client, name, CHALLENGER)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
+    if before is None or str(before.version) != str(version.version):
+        _audit(settings, CHALLENGER, before, str(version.version), who, why, record_uri)
     return str(version.version)
+
+
+def _audit(
+    settings: Settings,
+    alias: str,
+    before: ModelVersion | str | None,
+    after: str | None,
+    who: str | None,
+    why: str,
+    record_uri: str | None,
+) -> None:
+    from include.continuous_training.audit import record_alias_move
+
+    previous = before if before is None or isinstance(before, str) else str(before.version)
+    record_alias_move(settings, alias, previous, after, who, why, record_uri)
 
 
 def _truncate(tags: dict[str, str], limit: int = 5000) -> dict[str, str]:
@@ -122,28 +147,63 @@ def _truncate(tags: dict[str, str], limit: int = 5000) -> dict[str, str]:
     return {k: v if len(v) <= limit else v[: limit - 20] + "…[truncated]" for k, v in tags.items()}
 
 
-def promote_champion(client: MlflowClient, settings: Settings, version: str) -> dict[str, str | None]:
-    """Move ``champion`` to ``version``; the one it leaves keeps ``previous_champion``. Idempotent."""
+def promote_champion(
+    client: MlflowClient,
+    settings: Settings,
+    version: str,
+    who: str | None = None,
+    why: str = "promoted",
+    record_uri: str | None = None,
+) -> dict[str, str | None]:
+    """Move ``champion`` to ``version``; the one it leaves keeps ``previous_champion``. Idempotent.
+
+    Both moves go to the audit trail. A retry after a crash between the alias move and its audit
+    event finds the champion already moved and writes the missing event (the trail never lacks the
+    move that made the current champion).
+    """
     name = settings.model_name
     current = version_by_alias(client, name, CHAMPION)
     previous = str(current.version) if current is not None else None
     if previous == version:
         log.info("%s version %s is already the champion", name, version)
         kept = version_by_alias(client, name, PREVIOUS_CHAMPION)
+        _audit_if_missing(settings, version, str(kept.version) if kept else None, who, why, record_uri)
         return {"champion": version, "previous_champion": str(kept.version) if kept else None}
     if previous is not None:
+        before = version_by_alias(client, name, PREVIOUS_CHAMPION)
         client.set_registered_model_alias(name, PREVIOUS_CHAMPION, previous)
+        _audit(settings, PREVIOUS_CHAMPION, before, previous, who, f"version {version} became the champion", record_uri)
     client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "ct.promoted", "true")
+    _audit(settings, CHAMPION, previous, version, who, why, record_uri)
     log.info("%s champion: version %s (was %s)", name, version, previous)
     return {"champion": version, "previous_champion": previous}
 
 
-def retire_challenger(client: MlflowClient, settings: Settings, version: str) -> None:
+def _audit_if_missing(
+    settings: Settings, version: str, previous: str | None, who: str | None, why: str, record_uri: str | None
+) -> None:
+    from include.continuous_training.audit import last_move
+    from include.continuous_training.storage import s3_client_from_connection
+
+    last = last_move(s3_client_from_connection(settings.aws_conn_id), settings, CHAMPION)
+    if last is None or last.to_version != version:
+        _audit(settings, CHAMPION, previous, version, who, why + " (recorded on a retry)", record_uri)
+
+
+def retire_challenger(
+    client: MlflowClient,
+    settings: Settings,
+    version: str,
+    who: str | None = None,
+    why: str = "rolled back",
+    record_uri: str | None = None,
+) -> None:
     """A version whose rollout failed: ``challenger`` stops pointing at it; it is tagged ``ct.rolled_back``."""
     name = settings.model_name
     current = version_by_alias(client, name, CHALLENGER)
     if current is not None and str(current.version) == version:
         client.delete_registered_model_alias(name, CHALLENGER)
+        _audit(settings, CHALLENGER, version, None, who, why, record_uri)
     client.set_model_version_tag(name, version, "ct.rolled_back", "true")
     log.info("%s version %s rolled back: alias %s cleared", name, version, CHALLENGER)

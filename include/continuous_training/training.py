@@ -364,6 +364,26 @@ def assemble_training_data(
 
     check_splits(splits, settings, classes, f"{start} .. {end}")
 
+    from include.continuous_training.dataset_versions import version_for
+
+    in_window = [str(b["batch_id"]) for b in used if b["in_window"]]
+    version = version_for(
+        client,
+        settings,
+        "window",
+        data_hash,
+        {"rows": n, "start": start.isoformat(), "end": end.isoformat(), "batches": in_window},
+    )
+    manifest["dataset_version"] = version.label  # outside the hash: it names the hash
+    log.info(
+        "training data %s: %d rows, %s .. %s, %d curated batch(es), content hash %s",
+        version.label,
+        n,
+        start.isoformat(),
+        end.isoformat(),
+        len(in_window),
+        data_hash,
+    )
     folder = f"{settings.training_prefix}{data_hash}/"
     uris = {}
     for name, split in splits.items():
@@ -374,6 +394,7 @@ def assemble_training_data(
     put_json(client, settings.s3_bucket, manifest_key, manifest)
     return TrainingData(
         data_hash=data_hash,
+        dataset_version=version.label,
         manifest_uri=settings.s3_uri(manifest_key),
         rows={name: len(split) for name, split in splits.items()},
         train_uri=uris["train"],
@@ -604,6 +625,7 @@ def train_challenger(
     tags = {
         "ct.dag_run_id": dag_run_id,
         "ct.data_hash": data["data_hash"],
+        "ct.dataset_version": data.get("dataset_version", ""),
         "ct.reason": reason[:500],
         "ct.device": device,
         "ct.device_reason": why,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from include.continuous_training.links import DRIFT_REPORT_LINK_KEY, LINK_KEYS, MLFLOW_RUN_LINK_KEY, persist_link
+from include.continuous_training.links import (
+    DRIFT_REPORT_LINK_KEY,
+    LINK_KEYS,
+    MLFLOW_RUN_LINK_KEY,
+    MODEL_CARD_LINK_KEY,
+    persist_link,
+)
 
 
 def test_plugin_registers_the_extra_links_under_the_declared_keys():
@@ -34,7 +40,7 @@ def test_persisting_under_an_undeclared_key_is_refused():
     assert pushed == [(MLFLOW_RUN_LINK_KEY, "http://mlflow/run")]
     with pytest.raises(ValueError, match="unknown extra-link key"):
         persist_link({"ti": FakeTI()}, "_link_Typo", "http://x")
-    assert set(LINK_KEYS) == {MLFLOW_RUN_LINK_KEY, DRIFT_REPORT_LINK_KEY}
+    assert set(LINK_KEYS) == {MLFLOW_RUN_LINK_KEY, DRIFT_REPORT_LINK_KEY, MODEL_CARD_LINK_KEY}
 
 
 def test_the_dags_push_links_only_through_the_declared_keys():

@@ -56,8 +56,10 @@ def test_a_good_batch_is_curated_recorded_and_announced(dagbag, s3, settings):
             "flags": [],
             "future_rows": 0,
             "old_rows": entry.old_rows,  # November data: old by now, counted (test_event_times.py pins the figures)
+            "dataset_version": "transactions/batch@v1",  # the first batch of an empty bucket
         }
     ]
+    assert entry.dataset_version == "transactions/batch@v1"
 
 
 def test_an_airflow_variable_reaches_the_ingest_task(dagbag, s3, settings, monkeypatch):

@@ -3,12 +3,14 @@ process under real traffic, each stage a deferred wait on the inference log and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from devtools.datasets import BatchSpec, generate_batch
@@ -145,3 +147,90 @@ def test_no_traffic_by_the_deadline_rolls_back_and_says_why(rollout, s3):
     alerts = " ".join(hook.texts())
     assert "CT_ROLLOUT_MIN_REQUESTS=100: not enough traffic to judge" in alerts
     assert "CT_ROLLOUT_INSUFFICIENT_TRAFFIC=rollback" in alerts
+
+
+NEW_FEATURE = "device_trust_score"
+
+
+def _with_new_feature(batches: dict) -> dict:
+    """The table gains a column that predicts fraud well; the endpoint's callers do not send it (yet)."""
+    out = {}
+    for name, frame in batches.items():
+        noise = np.random.default_rng(len(frame)).normal(0.0, 0.3, len(frame))
+        out[name] = frame.assign(**{NEW_FEATURE: frame["is_fraud"] * 0.5 + noise})
+    return out
+
+
+def _suite_knowing(path: Path, column: str) -> Path:
+    """The bundled suite plus ``column`` (required, never null): what a user edits when the table grows."""
+    from include.continuous_training.config import DEFAULT_SUITE_PATH
+
+    raw = json.loads(Path(DEFAULT_SUITE_PATH).read_text())
+    for expectation in raw["expectations"]:
+        if expectation["type"] == "expect_table_columns_to_match_set":
+            expectation["kwargs"]["column_set"].append(column)
+    raw["expectations"].append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": column}})
+    path.write_text(json.dumps(raw))
+    return path
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        {
+            "CT_ROLLOUT": "canary",
+            "CT_CANARY_STEPS": "20,50",
+            "CT_SHADOW_PERCENT": "0",
+            "CT_ROLLOUT_MIN_REQUESTS": "100",
+            "CT_ROLLOUT_MAX_MINUTES": "2",
+        }
+    ],
+    indirect=True,
+)
+def test_a_candidate_that_passes_offline_but_fails_online_is_rolled_back_in_canary(rollout, s3, monkeypatch, tmp_path):
+    """Training/serving skew: version 2 learns from a new column (it wins every offline gate by far), but the
+    live callers do not send that column yet, so it cannot score their requests. In canary its requests fall
+    back to the champion (no caller sees a failure), the error-rate check fails the first step, and the
+    rollout is undone: champion alias, endpoint state and the callers' answers are all version 1 again."""
+    from include.continuous_training.config import DEFAULT_NUMERIC_COLUMNS
+
+    dagbag, settings, endpoint, hook = rollout
+    suite = _suite_knowing(tmp_path / "suite.json", NEW_FEATURE)
+    monkeypatch.setenv("CT_EXPECTATION_SUITE", str(suite))
+    settings = dataclasses.replace(settings, expectation_suite_path=suite)
+    client = tracking_client(settings)
+    land_and_curate(s3, settings, _with_new_feature(_day(0, rows=5000, concept_drift=1.0)))
+    first = run_dag(dagbag, DAG_ID)
+    assert first.state == "success"
+    assert endpoint.served_version() == "1"
+
+    monkeypatch.setenv("CT_NUMERIC_COLUMNS", ",".join((*DEFAULT_NUMERIC_COLUMNS, NEW_FEATURE)))
+    land_and_curate(s3, settings, _with_new_feature(_day(1, rows=10000)))
+    records = [request_record(generate_batch(BatchSpec(rows=400, seed=98)), i) for i in range(400)]
+    assert not any(NEW_FEATURE in record for record in records)
+    with LoadLoop(endpoint, records) as load:
+        second = run_dag(dagbag, DAG_ID)
+
+    assert second.states_of("smoke_test") == {-1: "success"}, "offline it is fine: the golden set has the column"
+    assert second.states_of("start_canary_20") == {-1: "success"}
+    assert second.states_of("analyze_canary_20") == {-1: "failed"}
+    assert second.states_of("start_canary_50") == {-1: "upstream_failed"}
+    assert second.states_of("promote_champion") == {-1: "upstream_failed"}
+    assert second.states_of("rollback_deployment") == {-1: "success"}
+    assert second.state == "failed"
+    assert set(load.statuses) == {200}, "a candidate failing online must cost the callers nothing"
+    assert set(load.versions) == {"1"}, "every request the candidate could not score was answered by the champion"
+    assert client.get_model_version_by_alias(settings.model_name, "champion").version == "1"
+    assert endpoint.served_version() == "1"
+    state = LocalEndpoint(endpoint.url, settings.serving_admin_token).rollout_state()
+    assert state is not None
+    assert (state["champion"], state["candidate"], state["mode"]) == ("1", None, "direct")
+    run_id = client.get_model_version(settings.model_name, "2").run_id
+    assert run_id is not None
+    record = json.loads(Path(client.download_artifacts(run_id, "rollout/canary_20.json")).read_text())
+    assert record["verdict"] == "fail", record
+    failed = {check["name"] for check in record["checks"] if check["passed"] is False}
+    assert "error rate" in failed, record["checks"]
+    assert record["candidate"]["errors"] == record["candidate"]["requests"] > 0
+    alerts = " ".join(hook.texts())
+    assert "failed at canary 20%: error rate" in alerts

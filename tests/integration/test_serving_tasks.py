@@ -78,6 +78,7 @@ def _served(task: str, s3: Any, tmp_path_factory: Any) -> tuple[Any, TrainingDat
     )
     data = TrainingData(
         data_hash=suffix,
+        dataset_version=f"tasks@{suffix}",
         manifest_uri=settings.s3_uri(f"{folder}manifest.json"),
         rows={name: len(split) for name, split in splits.items()},
         train_uri=uris["train"],
