@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +75,9 @@ class LocalStack:
     s3: Any = None
     # The DAGs `start` unpauses (all by default); a test of one DAG leaves the others' scheduled ticks out.
     unpause: tuple[str, ...] = DAG_IDS
+    # CT_* settings Airflow runs with on top of the local ones (`local_ct_settings`), e.g. the demo's
+    # rollout; as there, a value already in this process's environment wins.
+    ct_settings: Mapping[str, str] = field(default_factory=dict)
 
     # -- output --------------------------------------------------------------------------------
     def say(self, message: str) -> None:
@@ -106,6 +109,7 @@ class LocalStack:
                 # Latency over load, for a loop you watch: list landing/ every 2 s (production default
                 # 60 s), as `make services-up` does too.
                 **local_ct_settings(),
+                **{key: os.environ.get(key) or value for key, value in self.ct_settings.items()},
                 "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
                 "AIRFLOW__API__HOST": "127.0.0.1",
                 "AIRFLOW__API__PORT": str(port),

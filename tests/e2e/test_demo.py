@@ -120,9 +120,76 @@ def test_the_endpoint_serves_the_champion(demo):
     summary = demo["summary"]
     base = summary["urls"]["endpoint_docs"].removesuffix("/docs")
     with urllib.request.urlopen(base + "/metadata", timeout=10) as response:
-        assert json.loads(response.read())["model_version"] == summary["champion"]
+        metadata = json.loads(response.read())
+    assert metadata["model_version"] == summary["champion"]
+    desired = metadata["deployment"]["desired"]  # the rollout completed: no candidate left beside it
+    assert (desired["champion"], desired["candidate"], desired["mode"]) == ("2", None, "direct")
     with urllib.request.urlopen(summary["urls"]["endpoint_docs"], timeout=10) as response:
         assert response.status == 200
+
+
+STAGES = {"shadow": "shadow 100%", "canary_10": "canary 10%", "canary_50": "canary 50%"}
+
+
+def test_the_new_champion_was_rolled_out_shadow_then_canary_under_live_traffic(demo):
+    summary = demo["summary"]
+    assert summary["rollout_settings"]["CT_ROLLOUT"] == "shadow,canary"
+    (rollout,) = summary["rollouts"]  # the first model had no champion to roll out beside: promoted directly
+    assert (rollout["version"], rollout["beside_champion"], rollout["outcome"]) == ("2", "1", "promoted")
+    assert [stage["stage"] for stage in rollout["stages"]] == list(STAGES.values())
+    minimum = int(summary["rollout_settings"]["CT_ROLLOUT_MIN_REQUESTS"])
+    for stage in rollout["stages"]:
+        assert stage["verdict"] == "pass", stage
+        assert (stage["candidate"]["version"], stage["champion"]["version"]) == ("2", "1")
+        assert stage["candidate"]["requests"] >= minimum
+        checks = {check["name"]: check["passed"] for check in stage["checks"]}
+        assert {checks[name] for name in ("traffic", "error rate", "p99 latency", "score distribution")} == {True}
+        assert checks["realized roc_auc"] is True  # judged on the clients' labels (feedback/)
+        assert False not in checks.values()
+        assert 0 < stage["waiting_s"] < stage["seconds"]
+    shadow = rollout["stages"][0]
+    assert shadow["paired_requests"] >= minimum  # shadow: both models scored the same requests
+    clients = rollout["clients"]
+    assert clients["failed"] == 0
+    assert clients["requests"] > 0
+    assert {"1", "2"} <= set(clients["versions"])  # the canary answered some callers, v1 the others
+    loop = rollout["loop"]
+    assert 0 < loop["rollout_s"] < loop["total_s"]
+    assert loop["without_rollout_s"] == pytest.approx(loop["total_s"] - loop["rollout_s"], abs=0.2)
+    output = demo["log"].read_text()
+    assert "  settings: CT_ROLLOUT=shadow,canary," in output
+    for name in STAGES.values():
+        assert f"    {name}: PASS in " in output
+    assert f"the stages added {loop['rollout_s']:.0f} s" in output
+
+
+def test_airflow_and_mlflow_hold_the_rollout_the_summary_shows(demo, tmp_path):
+    from mlflow import MlflowClient
+
+    from devtools.airflow_api import AirflowAPI
+
+    summary = demo["summary"]
+    (rollout,) = summary["rollouts"]
+    username, password = summary["urls"]["airflow_login"].split(" / ")
+    api = AirflowAPI(summary["urls"]["airflow"], username, password)
+    first, _, _, last = [run["dag_run_id"] for run in api.runs("train_and_deploy")]
+    assert last == rollout["dag_run_id"]
+    stage_tasks = [f"{step}_{slug}" for slug in STAGES for step in ("start", "analyze")]
+    stage_tasks += [f"wait_for_{slug}_traffic" for slug in STAGES]
+    first_states, last_states = (api.task_states("train_and_deploy", run) for run in (first, last))
+    assert {first_states[(task, -1)] for task in stage_tasks} == {"skipped"}  # v1: no champion beside it
+    assert {last_states[(task, -1)] for task in stage_tasks} == {"success"}
+    assert last_states[("rollback_deployment", -1)] == "skipped"
+
+    client = MlflowClient(tracking_uri=summary["urls"]["mlflow"])
+    run_id = client.get_model_version(summary["model_name"], "2").run_id
+    assert run_id is not None
+    logged = sorted(artifact.path for artifact in client.list_artifacts(run_id, "rollout"))
+    assert logged == sorted(f"rollout/{slug}.json" for slug in STAGES)
+    record = json.loads(Path(client.download_artifacts(run_id, "rollout/canary_10.json", str(tmp_path))).read_text())
+    shown = rollout["stages"][1]
+    assert (record["verdict"], record["candidate"]["requests"]) == (shown["verdict"], shown["candidate"]["requests"])
+    assert [check["reason"] for check in record["checks"]] == [check["reason"] for check in shown["checks"]]
 
 
 def test_s3_holds_the_quarantine_and_the_reports(demo):
