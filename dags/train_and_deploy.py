@@ -438,6 +438,9 @@ def build_train_and_deploy(model_file: ModelFile) -> None:
                 min_requests=settings.rollout_min_requests,
                 max_minutes=settings.rollout_max_minutes,
                 poke_interval=settings.sensor_poke_seconds,
+                # apache/airflow#72716: a trigger firing within seconds of the deferral can fail the resumed
+                # task ("state changed externally"); the retry defers again on the same stage start
+                retry_delay=timedelta(seconds=5),
             )
             verdict = analyze_stage.override(task_id=f"analyze_{stage.slug}")(
                 version, stage.mode, stage.percent, started, traffic.output

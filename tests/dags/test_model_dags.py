@@ -51,9 +51,11 @@ def test_each_model_file_gets_its_own_dags_asset_schedules_and_tags(two_models, 
         "ingest_new_data",
         "train_and_deploy",
         "monitor_drift",
+        "rebuild_model",
         "ingest_new_data_penguins",
         "train_and_deploy_penguins",
         "monitor_drift_penguins",
+        "rebuild_model_penguins",
     }
     train = dagbag.dags["train_and_deploy_penguins"]
     assert [asset.name for asset in train.timetable.asset_condition.objects] == ["curated_batches_penguins"]

@@ -17,7 +17,7 @@ from include.continuous_training.ingestion import read_manifest
 from include.continuous_training.rebuild import CannotRebuild, rebuild_version
 from include.continuous_training.registry import promote_champion, register_challenger, tracking_client
 from include.continuous_training.training import assemble_training_data, train_challenger
-from tests.integration.conftest import land_and_curate
+from tests.integration.conftest import land_and_curate, run_dag
 
 DAY = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -42,7 +42,7 @@ def two_versions(services, empty_bucket, s3):
     return settings, _train_and_register(s3, settings, 0, 3000), _train_and_register(s3, settings, 1, 3000)
 
 
-def test_v1_rebuilt_after_v2_was_promoted_is_identical(two_versions, s3):
+def test_v1_rebuilt_after_v2_was_promoted_is_identical(two_versions, s3, dagbag, airflow_db, monkeypatch):
     settings, v1, _ = two_versions
     # The settings moved on since v1 (a new default depth and seed): the rebuild uses what v1 recorded.
     now = dataclasses.replace(settings, max_depth=8, seed=1)
@@ -76,6 +76,13 @@ def test_v1_rebuilt_after_v2_was_promoted_is_identical(two_versions, s3):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "IDENTICAL" in done.stdout
+
+    # The DAG (Param `version`), as a user triggers it from the UI.
+    monkeypatch.setenv("CT_MODEL_NAME", settings.model_name)
+    monkeypatch.setenv("CT_MLFLOW_EXPERIMENT", settings.mlflow_experiment)
+    ran = run_dag(dagbag, "rebuild_model", run_conf={"version": v1})
+    assert ran.state == "success"
+    assert ran.states_of("rebuild_version") == {-1: "success"}
 
 
 def test_a_deleted_curated_object_stops_the_rebuild_naming_it(two_versions, s3):
