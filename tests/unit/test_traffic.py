@@ -57,7 +57,8 @@ def test_background_traffic_is_paced_round_robin_and_counts_every_answer(endpoin
     report = traffic.report
     assert 25 <= report.requests <= 60  # about 40 in one second: paced, not as fast as the server answers
     assert report.requests == len(seen)
-    assert sorted(seen[:3]) == [0, 1, 2]  # every record in turn
+    counts = [seen.count(n) for n in (0, 1, 2)]
+    assert max(counts) - min(counts) <= 2, counts  # every record in turn (two threads: arrival order may swap)
     assert report.statuses[500] == seen.count(2)
     assert report.failed == seen.count(2) > 0
     assert report.versions == {"1": report.ok}
