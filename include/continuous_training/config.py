@@ -492,6 +492,13 @@ class Settings:
         "Airflow user ids who may answer the approval (comma-separated); empty: anyone who may edit the DAG",
         shown="",
     )
+    rollout_labels_decide: bool = _setting(
+        True,
+        "CT_ROLLOUT_LABELS_DECIDE",
+        "when the realized gate metric was measured on a stage's live labels (`CT_DRIFT_MIN_ROWS` of them) and "
+        "passed, the score-distribution and agreement checks are reported, not gating (a retrain after a change "
+        "in the world should score differently); off: every check gates",
+    )
     alert_webhook_url: str | None = _setting(
         None, "CT_ALERT_WEBHOOK_URL", "optional Slack-compatible webhook for alerts (always logged)"
     )

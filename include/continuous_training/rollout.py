@@ -24,6 +24,7 @@ and, on a failure, to the alert.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -190,10 +191,14 @@ def analyze_stage(
     ``deadline_passed``: whether the stage's wait ended on its deadline rather than on traffic.
     """
     import numpy as np
+    import pandas as pd
 
     from include.continuous_training.drift import realized_performance
     from include.continuous_training.evaluation import gate_metric
 
+    if rows.empty:  # nothing logged in the stage (no caller at all): the columns the figures read, no rows
+        columns = ["prediction_id", "model_version", VARIANT, SERVED, "score", "label", LATENCY_MS, ERROR]
+        rows = pd.DataFrame(columns=columns)
     variant = rows.get(VARIANT, None)
     champion_rows = rows[variant == CHAMPION_VARIANT] if variant is not None else rows
     candidate_rows = rows[variant == CANDIDATE_VARIANT] if variant is not None else rows.iloc[0:0]
@@ -318,6 +323,11 @@ def analyze_stage(
         )
     else:
         checks.append(Check(f"realized {metric.name}", None, None, None, "too few feedback labels for both variants"))
+    if settings.rollout_labels_decide and checks[-1].passed:
+        # The distances are proxies for "does it behave like the model it replaces"; measured quality on
+        # the same live traffic answers the real question: a retrain after a change in the world *should*
+        # score differently, and failing it on PSI alone would keep the worse model serving.
+        checks = [_reported_only(check, checks[-1]) if check.name in PROXY_CHECKS else check for check in checks]
 
     failed = [check for check in checks if check.passed is False]
     if failed:
@@ -336,6 +346,21 @@ def analyze_stage(
     passed = ", ".join(c.name for c in checks if c.passed)
     return StageAnalysis(
         stage.name, champion, candidate, len(paired), psi, ks, agreement, checks, "pass", f"passed: {passed}"
+    )
+
+
+PROXY_CHECKS = ("score distribution", "label agreement")
+
+
+def _reported_only(check: Check, realized: Check) -> Check:
+    """A proxy check that failed while the realized metric passed: reported, not gating."""
+    if check.passed is not False:
+        return check
+    return dataclasses.replace(
+        check,
+        passed=None,
+        reason=f"{check.reason}; reported, not gating: the {realized.name} on live labels passed and decides "
+        "(CT_ROLLOUT_LABELS_DECIDE)",
     )
 
 

@@ -192,9 +192,10 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     assert "version 3 REJECTED by reviewer (wait for the quarterly data)" in alerts
 
     # The audit trail has every move with who and why: the approver for the promotion, the run for the rollback.
-    from include.continuous_training.audit import read_history
+    from include.continuous_training.audit import format_history, read_history
 
     events = read_history(s3, settings)
+    print(format_history(events))  # what `python -m include.continuous_training history` prints
     champion = [(e.from_version, e.to_version) for e in events if e.alias == "champion"]
     assert champion == [(None, "1"), ("1", "2")]
     promoted = next(e for e in events if e.alias == "champion" and e.to_version == "2")
@@ -215,6 +216,7 @@ def test_approve_promotes_and_reject_rolls_back_through_the_hitl_api(approval_re
     run_id = client.get_model_version(settings.model_name, "2").run_id
     assert run_id is not None
     card = Path(client.download_artifacts(run_id, "model_card/model_card.md")).read_text()
+    print(card)
     assert f"**{headline}**" in card
     assert "| beats_champion | yes |" in card
     assert "## Feature importance" in card

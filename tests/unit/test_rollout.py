@@ -125,6 +125,14 @@ def test_too_little_traffic_is_its_own_verdict_with_the_figures(settings):
     )
 
 
+def test_a_stage_nobody_called_is_insufficient_not_an_error(settings):
+    analysis = analyze_stage(pd.DataFrame(), SHADOW, settings)  # the inference log had no rows at all
+
+    assert analysis.verdict == "insufficient"
+    assert analysis.candidate.requests == 0
+    assert "0 candidate-scored requests by the deadline" in analysis.reason
+
+
 def test_feedback_labels_gate_the_realized_metric(settings):
     rows = traffic(n=1000, seed=3)
     rng = np.random.default_rng(4)
@@ -142,6 +150,33 @@ def test_feedback_labels_gate_the_realized_metric(settings):
     assert "realized roc_auc" in failed(bad)
     assert bad.candidate.realized is not None
     assert bad.candidate.realized["roc_auc"] < 0.6
+
+
+def test_a_better_candidate_that_scores_differently_passes_when_live_labels_decide(settings):
+    """A retrain after the world changed: its scores differ from the champion's (PSI over the limit), but the
+    labels that came back show it is better; the distance is reported, not gating, unless switched off."""
+    rows = traffic(n=1000, seed=5)
+    rng = np.random.default_rng(6)
+    champion = rows[rows["variant"] == "champion"].reset_index(drop=True)
+    truth = (rng.random(1000) < 0.3).astype(int)
+    feedback = pd.DataFrame({"prediction_id": champion["prediction_id"], settings.label_column: truth})
+    candidate = rows["variant"] == "candidate"
+    # the candidate knows the truth (scores near 0.1 / 0.9), the champion does not: other distribution, better
+    rows.loc[candidate, "score"] = np.where(truth == 1, 0.9, 0.1) + rng.normal(0, 0.05, 1000)
+    rows.loc[candidate, "label"] = truth
+
+    decided = analyze_stage(rows, SHADOW, settings, feedback=feedback)
+    by_name = {c.name: c for c in decided.checks}
+    assert decided.verdict == "pass", decided.summary()
+    assert by_name["realized roc_auc"].passed is True
+    assert by_name["score distribution"].passed is None
+    assert "reported, not gating" in by_name["score distribution"].reason
+    assert decided.psi is not None
+    assert decided.psi > settings.rollout_max_psi
+
+    strict = analyze_stage(rows, SHADOW, dataclasses.replace(settings, rollout_labels_decide=False), feedback=feedback)
+    assert strict.verdict == "fail"
+    assert "score distribution" in failed(strict)
 
 
 def test_psi_is_near_zero_for_one_distribution_and_large_for_a_shift():
