@@ -83,7 +83,7 @@ def headline(card: CardInputs) -> str:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
-        return f"{value:.4f}"
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 2 else f"{value:.4f}"  # counts read as counts
     return str(value if value is not None else "—").replace("|", "\\|").replace("\n", " ")
 
 
@@ -118,7 +118,7 @@ def render_markdown(card: CardInputs) -> str:
     if bootstrap:
         gate = evaluation.get("gate_metric", "roc_auc")
         lines += [
-            f"Gain on {gate} over the champion: {bootstrap.get('mean', 0.0):+.4f}, bootstrap 95% interval "
+            f"Gain on {gate} over the champion (bootstrap mean): {bootstrap.get('mean', 0.0):+.4f}, 95% interval "
             f"[{bootstrap.get('ci_low', 0.0):+.4f}, {bootstrap.get('ci_high', 0.0):+.4f}] "
             f"({int(bootstrap.get('samples', 0))} paired resamples).",
             "",

@@ -60,7 +60,7 @@ def test_every_section_is_in_the_card():
     card = render_markdown(CARD)
     assert "| floor | yes | ROC AUC 0.91 \\| 0.70 |" in card
     assert "| roc_auc | 0.9120 | 0.9010 |" in card
-    assert "bootstrap 95% interval [+0.0040, +0.0180] (1000 paired resamples)" in card
+    assert "(bootstrap mean): +0.0110, 95% interval [+0.0040, +0.0180] (1000 paired resamples)" in card
     assert "| online | 0.9000 |" in card
     assert "| amount | 0.8000 |" in card
     assert "| b1 | transactions/batch@v40 | landing/x.csv | 6000 | 3 | amount: spread |" in card
